@@ -1,0 +1,180 @@
+"""The application factory: routes, middleware, and what starts and stops with it."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from destination.courier import CourierClient, create_session
+from destination.delivery import DeliveryWorker, DryRunSender, RetryPolicy, Sender
+from destination.errors import RequestError, StoreError
+from destination.log import get_logger
+from destination.mapping import MappingSet
+from destination.runtime import Runtime, runtime_key
+from destination.settings import Settings
+from destination.signature import AuthConfig
+from destination.store import StoreMode, create_store
+from destination.validation import EventValidator
+from destination.webhook import handle_webhook
+
+log = get_logger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# After these the rest of the body is not worth reading: close the connection.
+_CLOSE_AFTER = frozenset({408, 413})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    validator: EventValidator,
+    mappings: MappingSet,
+    run_worker: bool = True,
+) -> web.Application:
+    """Build the service; the store opens and the worker starts with the app."""
+    mode: StoreMode = "dry-run" if settings.dry_run else "live"
+    runtime = Runtime(
+        settings=settings,
+        auth=AuthConfig(
+            secrets=settings.shared_secrets,
+            token=settings.token,
+            allow_unsigned=settings.allow_unsigned,
+        ),
+        validator=validator,
+        mappings=mappings,
+        store=create_store(
+            settings.database_url, mode, busy_timeout=settings.store_busy_timeout
+        ),
+    )
+    # Bodies are read, bounded and inflated by the webhook handler itself;
+    # client_max_size is the backstop for any other route.
+    app = web.Application(
+        middlewares=[request_middleware],
+        client_max_size=settings.max_body_bytes,
+        handler_args={"auto_decompress": False},
+    )
+    app[runtime_key] = runtime
+    app.router.add_post("/webhook", handle_webhook)
+    app.router.add_get("/healthz", handle_health)
+    app.router.add_get("/metrics", handle_metrics)
+    app.cleanup_ctx.append(_store_context)
+    if run_worker:
+        app.cleanup_ctx.append(_delivery_context)
+    return app
+
+
+async def _store_context(app: web.Application) -> AsyncIterator[None]:
+    store = app[runtime_key].store
+    await store.open()
+    yield
+    await store.close()
+
+
+async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[runtime_key]
+    settings = runtime.settings
+    session = create_session(
+        connect_timeout=settings.connect_timeout,
+        total_timeout=settings.send_timeout,
+        concurrency=settings.send_concurrency,
+    )
+    sender: Sender
+    if settings.dry_run or settings.courier_auth_token is None:
+        sender = DryRunSender()
+    else:
+        sender = CourierClient(
+            session, settings.courier_base_url, settings.courier_auth_token
+        )
+    worker = DeliveryWorker(
+        runtime.store,
+        sender,
+        RetryPolicy(settings.retry_base, settings.retry_cap, settings.give_up_after),
+        concurrency=settings.send_concurrency,
+        lease_seconds=settings.lease_seconds,
+        poll_interval=settings.poll_interval,
+        dry_run=settings.dry_run,
+    )
+    runtime.worker = worker
+    task = asyncio.create_task(worker.run(), name="delivery-worker")
+    yield
+    await worker.stop(settings.shutdown_timeout)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    runtime.worker = None
+    await session.close()
+
+
+@web.middleware
+async def request_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """Bind a request id, turn refusals into JSON, and log one line per request."""
+    request_id = request.headers.get("X-Request-Id", "")
+    if not _REQUEST_ID.match(request_id):
+        request_id = uuid.uuid4().hex
+    started = time.monotonic()
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        try:
+            response = await handler(request)
+        except RequestError as error:
+            response = refusal_response(error)
+        except web.HTTPException as error:
+            error.headers["X-Request-Id"] = request_id
+            _log_request(request, error.status, started)
+            raise
+        response.headers["X-Request-Id"] = request_id
+        _log_request(request, response.status, started)
+    if request.path == "/webhook":
+        request.app[runtime_key].metrics.count_response(response.status)
+    return response
+
+
+def refusal_response(error: RequestError) -> web.Response:
+    response = web.json_response(
+        {"error": error.code, "message": error.reason}, status=error.status
+    )
+    if error.status in _CLOSE_AFTER:
+        response.force_close()
+    return response
+
+
+def _log_request(request: web.Request, status: int, started: float) -> None:
+    log.info(
+        "http.request",
+        method=request.method,
+        path=request.path,
+        status=status,
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
+    )
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    runtime = request.app[runtime_key]
+    try:
+        await runtime.store.next_due_at()
+    except StoreError as error:
+        return web.json_response(
+            {"status": "unavailable", "message": str(error)}, status=503
+        )
+    return web.json_response({"status": "ok", "dry_run": runtime.settings.dry_run})
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    runtime = request.app[runtime_key]
+    try:
+        store_counts = await runtime.store.counts()
+    except StoreError:
+        store_counts = {}
+    return web.Response(
+        text=runtime.metrics.render(store_counts),
+        content_type="text/plain",
+        charset="utf-8",
+    )

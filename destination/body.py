@@ -1,0 +1,241 @@
+"""Reading a webhook body safely and decoding it strictly.
+
+The order matters: headers are judged before a byte is read, the body is read
+under a size bound and a deadline, inflated under the same bound when it is
+compressed, and only then authenticated (on the inflated bytes: that is what
+the sender signed) and parsed. The app turns off aiohttp's own inflating so
+that a bad or mislabelled body gets our clear 400 or 415, not a bare error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiohttp import web
+
+from destination.errors import RequestError
+
+# octet-stream is what many HTTP clients send when nobody chose a type.
+JSON_MEDIA_TYPES = frozenset(
+    {"application/json", "text/plain", "application/octet-stream"}
+)
+FORM_MEDIA_TYPES = frozenset(
+    {"application/x-www-form-urlencoded", "multipart/form-data"}
+)
+SUPPORTED_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
+UTF8_NAMES = frozenset({"utf-8", "utf8"})
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    max_bytes: int
+    read_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedBody:
+    """The events of a request, in order, and how they were sent."""
+
+    events: list[Any]
+    shape: Literal["object", "array", "batch"]
+
+
+def check_headers(request: web.Request, limits: BodyLimits) -> None:
+    """Refuse what the headers alone show to be unacceptable, before reading."""
+    _check_content_type(request.headers.get("Content-Type"))
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in SUPPORTED_ENCODINGS:
+        raise RequestError(
+            415,
+            f"Content-Encoding {encoding!r} is not supported; send the body "
+            "uncompressed, or compressed with gzip or deflate.",
+            code="unsupported_encoding",
+        )
+    length = request.content_length
+    if length is not None and length > limits.max_bytes:
+        raise _too_large(f"Content-Length {length}", limits)
+
+
+def _check_content_type(header: str | None) -> None:
+    if header is None or not header.strip():
+        return  # Some senders omit it; the body must still be JSON.
+    media_type, _, parameters = header.partition(";")
+    media_type = media_type.strip().lower()
+    if media_type in FORM_MEDIA_TYPES:
+        raise RequestError(
+            415,
+            f"Content-Type {media_type!r} is a form; destination takes JSON, so "
+            "set your webhook to send application/json.",
+            code="unsupported_media_type",
+        )
+    if media_type not in JSON_MEDIA_TYPES and not media_type.endswith("+json"):
+        raise RequestError(
+            415,
+            f"Content-Type {media_type!r} is not JSON; send application/json.",
+            code="unsupported_media_type",
+        )
+    charset = _charset(parameters)
+    if charset is not None and charset not in UTF8_NAMES:
+        raise RequestError(
+            415,
+            f"charset {charset!r} is not supported; send JSON encoded as UTF-8.",
+            code="unsupported_charset",
+        )
+
+
+def _charset(parameters: str) -> str | None:
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
+    """The body, inflated, at most ``limits.max_bytes`` of it, within the deadline."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(limits.read_timeout):
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > limits.max_bytes:
+                    raise _too_large("The body", limits)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(
+            408,
+            f"The body did not arrive within {limits.read_timeout:g} seconds; "
+            "send it again.",
+            code="read_timeout",
+        ) from None
+    raw = b"".join(chunks)
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return inflate(raw, encoding, limits)
+    return raw
+
+
+def inflate(data: bytes, encoding: str, limits: BodyLimits) -> bytes:
+    """Inflate gzip (every member) or deflate, never past ``limits.max_bytes``."""
+    wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+    output: list[bytes] = []
+    size = 0
+    try:
+        while data:
+            inflater = zlib.decompressobj(wbits)
+            pending = data
+            while pending:
+                # max_length caps each step, so a bomb never gets to expand.
+                piece = inflater.decompress(pending, limits.max_bytes - size + 1)
+                size += len(piece)
+                if size > limits.max_bytes:
+                    raise _too_large("The inflated body", limits)
+                output.append(piece)
+                pending = inflater.unconsumed_tail
+            if not inflater.eof:
+                raise zlib.error("the compressed data ends early")
+            data = inflater.unused_data
+    except zlib.error as error:
+        raise RequestError(
+            400,
+            f"The body is not valid {encoding} data ({error}); check that "
+            "Content-Encoding names how it was compressed.",
+            code="bad_encoding",
+        ) from None
+    return b"".join(output)
+
+
+def _too_large(what: str, limits: BodyLimits) -> RequestError:
+    return RequestError(
+        413,
+        f"{what} exceeds the limit of {limits.max_bytes} bytes "
+        "(DESTINATION_MAX_BODY_BYTES); send smaller batches.",
+        code="body_too_large",
+    )
+
+
+def parse_body(raw: bytes) -> ParsedBody:
+    """Decode strict UTF-8 JSON and find its events; raise 400 on anything else."""
+    text = _decode_utf8(raw)
+    document = _loads_strict(text)
+    if isinstance(document, list):
+        return ParsedBody(events=document, shape="array")
+    if isinstance(document, dict) and "batch" in document:
+        batch = document["batch"]
+        if not isinstance(batch, list):
+            raise _bad_json(
+                f"'batch' must be a JSON array of events, not {_json_kind(batch)}."
+            )
+        return ParsedBody(events=batch, shape="batch")
+    if isinstance(document, dict):
+        return ParsedBody(events=[document], shape="object")
+    raise _bad_json(
+        f"The body is {_json_kind(document)}; send one event object, an array of "
+        'events, or {"batch": [...]}.'
+    )
+
+
+def _decode_utf8(raw: bytes) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _bad_json(
+            f"The body is not valid UTF-8: byte 0x{raw[error.start]:02x} at offset "
+            f"{error.start}; send JSON encoded as UTF-8."
+        ) from None
+    # RFC 8259 lets a parser ignore a byte order mark; one is harmless.
+    return text.removeprefix("\ufeff")
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r} in an object")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON; send null or a number")
+
+
+def _loads_strict(text: str) -> Any:
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+        )
+    except json.JSONDecodeError as error:
+        raise _bad_json(
+            f"The body is not valid JSON: {error.msg} at line {error.lineno} "
+            f"column {error.colno}."
+        ) from None
+    except ValueError as error:
+        raise _bad_json(f"The body is not valid JSON: {error}.") from None
+    except RecursionError:
+        raise _bad_json("The JSON nests too deeply to be an event.") from None
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _bad_json(reason: str) -> RequestError:
+    return RequestError(400, reason, code="bad_json")

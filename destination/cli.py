@@ -1,0 +1,196 @@
+"""The ``destination`` command: ``run(argv)`` does the work, ``main()`` exits.
+
+Exit codes: 0 success, 1 a problem with the data or the environment (bad
+mappings, unusable store), 2 a usage or settings error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from destination.app import create_app
+from destination.errors import DestinationError, MappingError, SettingsError
+from destination.fake_courier import FakeCourier, create_fake_courier_app
+from destination.log import configure_logging, get_logger
+from destination.mapping import MappingSet, load_mappings
+from destination.settings import (
+    LOCAL_SECRET_FILE,
+    Settings,
+    apply_local_defaults,
+    load_settings,
+    with_dry_run_database,
+)
+from destination.validation import create_validator
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+log = get_logger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="destination",
+        description="Turn CDP webhook events into notifications, once each.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the webhook service and worker")
+    serve.add_argument("--port", type=int, help="port to listen on (PORT)")
+    serve.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    serve.add_argument("--database-url", help="store location (DATABASE_URL)")
+    serve.add_argument(
+        "--mappings", type=Path, help="mapping directory (DESTINATION_MAPPINGS)"
+    )
+    serve.add_argument("--source-id", help="source id (DESTINATION_SOURCE_ID)")
+    serve.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        default=None,
+        help="accept requests without a signature or token",
+    )
+    serve.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help="record requests in a separate store and never send them",
+    )
+    serve.add_argument(
+        "--local",
+        action="store_true",
+        help="for a first try: bind 127.0.0.1, generate a shared secret in "
+        f"{LOCAL_SECRET_FILE}, and dry-run unless COURIER_AUTH_TOKEN is set",
+    )
+
+    fake = commands.add_parser(
+        "fake-courier", help="run a local stand-in for the notification API"
+    )
+    fake.add_argument("--port", type=int, default=8081)
+    fake.add_argument(
+        "--token", help="answer 401 unless this bearer token is sent (default: any)"
+    )
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _fake_courier(args)
+    except SettingsError as error:
+        print(f"destination: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except MappingError as error:
+        print(f"destination: the mappings cannot be loaded:\n{error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except DestinationError as error:
+        print(f"destination: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {
+        "port": args.port,
+        "host": args.host,
+        "database_url": args.database_url,
+        "mappings_dir": args.mappings,
+        "source_id": args.source_id,
+        "allow_unsigned": args.allow_unsigned,
+        "dry_run": args.dry_run,
+    }
+    if args.local:
+        local, created = apply_local_defaults(os.environ)
+        overrides = {**local, **{k: v for k, v in overrides.items() if v is not None}}
+        overrides.setdefault("host", "127.0.0.1")
+        _announce_local_secret(created)
+    settings = with_dry_run_database(load_settings(**overrides))
+
+    validator = create_validator()
+    mappings = _load_mappings(settings)
+    app = create_app(settings, validator=validator, mappings=mappings)
+    log.info(
+        "service.starting",
+        host=settings.host,
+        port=settings.port,
+        database_url=_redact_url(settings.database_url),
+        mappings=len(mappings.mappings),
+        source_id=settings.source_id,
+        dry_run=settings.dry_run,
+    )
+    if settings.dry_run:
+        log.warning(
+            "service.dry_run",
+            message="Dry run: requests are recorded in the store, never sent.",
+        )
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_timeout,
+        access_log=None,
+        print=None,
+    )
+    return EXIT_OK
+
+
+def _announce_local_secret(created: str | None) -> None:
+    if created is not None:
+        print(
+            f"Generated a shared secret for local use in {LOCAL_SECRET_FILE}:\n"
+            f"  {created}\nSet the same secret in your CDP's webhook settings.",
+            file=sys.stderr,
+        )
+    elif LOCAL_SECRET_FILE.exists():
+        print(f"Using the shared secret in {LOCAL_SECRET_FILE}.", file=sys.stderr)
+
+
+def _load_mappings(settings: Settings) -> MappingSet:
+    mappings = load_mappings(settings.mappings_dir)
+    if not mappings.mappings:
+        log.warning(
+            "mappings.empty",
+            directory=str(settings.mappings_dir),
+            message="No mappings: every event will be counted unmapped or ignored.",
+        )
+    return mappings
+
+
+def _redact_url(url: str) -> str:
+    """A database URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = credentials.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+def _fake_courier(args: argparse.Namespace) -> int:
+    fake = FakeCourier(auth_token=args.token, echo=sys.stdout)
+    print(
+        f"fake courier listening on http://127.0.0.1:{args.port} "
+        "(POST /send, POST /profiles/{user_id})",
+        flush=True,
+    )
+    web.run_app(
+        create_fake_courier_app(fake),
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=None,
+    )
+    return EXIT_OK
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,165 @@
+"""A local stand-in for the Courier API, for demos and tests, on loopback only.
+
+It models what matters for exactly-once delivery:
+
+- a request *executed* under an ``Idempotency-Key`` is stored with its answer,
+  and a later request with that key and the same body gets the stored answer
+  again without executing; the same key with another body is a 409;
+- faults injected before execution (an error status, a reset connection) are
+  not remembered, as with the real API;
+- a gate can hold every request until a test opens it, and a delay can make
+  execution slower than the client's timeout.
+
+``destination fake-courier`` runs it and prints one line per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal, TextIO
+
+from aiohttp import web
+
+FaultKind = Literal["status", "reset", "delay"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """What to do to one incoming request instead of, or before, executing it."""
+
+    kind: FaultKind
+    status: int = 503
+    body: str = '{"message":"injected fault"}'
+    headers: tuple[tuple[str, str], ...] = ()
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    path: str
+    idempotency_key: str | None
+    authorization: str | None
+    body: bytes
+    outcome: str
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(slots=True)
+class _Stored:
+    body_hash: str
+    status: int
+    answer: dict[str, Any]
+
+
+@dataclass(slots=True)
+class FakeCourier:
+    """The fake's state; tests read ``received`` and ``executed``."""
+
+    auth_token: str | None = None
+    echo: TextIO | None = None
+    faults: deque[Fault] = field(default_factory=deque)
+    received: list[ReceivedRequest] = field(default_factory=list)
+    executed: list[ReceivedRequest] = field(default_factory=list)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    _stored: dict[str, _Stored] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    def hold(self) -> None:
+        """Make every request wait until ``release()``."""
+        self.gate.clear()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def executed_keys(self) -> list[str | None]:
+        return [request.idempotency_key for request in self.executed]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        key = request.headers.get("Idempotency-Key")
+        authorization = request.headers.get("Authorization")
+        if self.auth_token is not None and authorization != f"Bearer {self.auth_token}":
+            return self._answer(request, body, key, 401, {"message": "Unauthorized"})
+        await self.gate.wait()
+
+        fault = self.faults.popleft() if self.faults else None
+        if fault is not None and fault.kind == "reset":
+            self._record(request, body, key, "reset")
+            if request.transport is not None:
+                request.transport.close()
+            raise ConnectionResetError("injected reset")
+        if fault is not None and fault.kind == "status":
+            return self._answer(
+                request, body, key, fault.status, json.loads(fault.body), fault.headers
+            )
+        if fault is not None and fault.kind == "delay":
+            await asyncio.sleep(fault.seconds)
+        return self._execute(request, body, key)
+
+    def _execute(
+        self, request: web.Request, body: bytes, key: str | None
+    ) -> web.Response:
+        try:
+            json.loads(body)
+        except ValueError:
+            return self._answer(request, body, key, 400, {"message": "Invalid JSON"})
+        body_hash = hashlib.sha256(body).hexdigest()
+        stored = self._stored.get(key) if key is not None else None
+        if stored is not None and stored.body_hash != body_hash:
+            answer = {"code": "idempotency_key_reused", "message": "Different body"}
+            return self._answer(request, body, key, 409, answer)
+        if stored is not None:
+            return self._answer(
+                request, body, key, stored.status, stored.answer, outcome="replayed"
+            )
+
+        recorded = ReceivedRequest(request.path, key, None, body, "executed")
+        self.executed.append(recorded)
+        answer = {"requestId": f"1-fake-{len(self.executed):06d}"}
+        if key is not None:
+            self._stored[key] = _Stored(body_hash, 202, answer)
+        return self._answer(request, body, key, 202, answer, outcome="executed")
+
+    def _answer(
+        self,
+        request: web.Request,
+        body: bytes,
+        key: str | None,
+        status: int,
+        answer: dict[str, Any],
+        headers: tuple[tuple[str, str], ...] = (),
+        *,
+        outcome: str | None = None,
+    ) -> web.Response:
+        self._record(request, body, key, outcome or f"status {status}")
+        return web.json_response(answer, status=status, headers=dict(headers))
+
+    def _record(
+        self, request: web.Request, body: bytes, key: str | None, outcome: str
+    ) -> None:
+        received = ReceivedRequest(
+            request.path, key, request.headers.get("Authorization"), body, outcome
+        )
+        self.received.append(received)
+        if self.echo is not None:
+            print(
+                f"{request.method} {request.path} Idempotency-Key: {key} -> {outcome}"
+                f"\n  {body.decode('utf-8', 'replace')}",
+                file=self.echo,
+                flush=True,
+            )
+
+
+def create_fake_courier_app(fake: FakeCourier) -> web.Application:
+    app = web.Application()
+    app.router.add_post("/send", fake.handle)
+    app.router.add_post("/profiles/{user_id}", fake.handle)
+    return app

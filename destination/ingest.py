@@ -1,0 +1,93 @@
+"""From parsed events to what must be stored: validate, map, render, key.
+
+This is the path every event takes, whether it came over HTTP or from a
+replayed file. It is pure: it reads the event, the schemas and the mappings,
+and returns a plan; storing the plan is the caller's one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from destination.errors import EventError
+from destination.idempotency import derive_idempotency_key, encode_json, hash_payload
+from destination.mapping import MappingSet, render_send
+from destination.store import IncomingEvent, PlannedSend
+from destination.validation import EventValidator, event_time
+
+SEND_PATH = "/send"
+
+Disposition = Literal["store", "rejected", "unmapped", "ignored"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedEvent:
+    """What to do with the event at ``index`` of a request or file."""
+
+    index: int
+    disposition: Disposition
+    message_id: str | None
+    incoming: IncomingEvent | None = None
+    errors: tuple[EventError, ...] = ()
+
+
+def encode_body(body: Any) -> bytes:
+    """The exact bytes sent for a rendered request, identical on every attempt."""
+    return encode_json(body)
+
+
+def plan_events(
+    events: Sequence[Any],
+    validator: EventValidator,
+    mappings: MappingSet,
+    source_id: str,
+) -> list[PlannedEvent]:
+    """Decide, for each event in order, whether to store, reject or count it."""
+    return [
+        _plan_event(index, event, validator, mappings, source_id)
+        for index, event in enumerate(events)
+    ]
+
+
+def _plan_event(
+    index: int,
+    event: Any,
+    validator: EventValidator,
+    mappings: MappingSet,
+    source_id: str,
+) -> PlannedEvent:
+    message_id = _message_id_of(event)
+    errors = validator.validate(event)
+    if errors:
+        return PlannedEvent(index, "rejected", message_id, errors=tuple(errors))
+    assert message_id is not None  # the schema requires a string messageId
+
+    match = mappings.match(event)
+    if match.outcome != "mapped":
+        return PlannedEvent(index, match.outcome, message_id)
+
+    sends = []
+    for mapping in match.mappings:
+        rendered = render_send(mapping, event)
+        key = derive_idempotency_key(source_id, message_id, mapping.name)
+        body = encode_body(rendered.body) if rendered.has_recipient else None
+        sends.append(PlannedSend(mapping.name, key, SEND_PATH, body))
+    when = event_time(event)
+    incoming = IncomingEvent(
+        message_id=message_id,
+        payload=encode_body(event),
+        payload_hash=hash_payload(event),
+        event_time=None if when is None else when.timestamp(),
+        sends=tuple(sends),
+    )
+    return PlannedEvent(index, "store", message_id, incoming=incoming)
+
+
+def _message_id_of(event: Any) -> str | None:
+    if isinstance(event, dict):
+        value = event.get("messageId")
+        if isinstance(value, str):
+            return value
+    return None

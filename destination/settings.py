@@ -1,0 +1,205 @@
+"""Settings: read from the environment at start-up, overridden by flags.
+
+A bad value stops start-up with a ``SettingsError`` that names the setting.
+Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from destination.errors import SettingsError
+
+DEFAULT_DATABASE_URL = "sqlite:///data/destination.db"
+DEFAULT_DRY_RUN_DATABASE_URL = "sqlite:///data/destination-dry-run.db"
+LOCAL_SECRET_FILE = Path("data/shared-secret")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service needs to start; see the README's settings table."""
+
+    port: int = 8080
+    host: str = "0.0.0.0"  # noqa: S104 - a webhook receiver must be reachable
+    database_url: str = DEFAULT_DATABASE_URL
+    mappings_dir: Path = Path("mappings")
+    source_id: str = "default"
+    shared_secrets: tuple[str, ...] = ()
+    token: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    courier_base_url: str = "https://api.courier.com"
+    courier_auth_token: str | None = None
+    allow_unsigned: bool = False
+    dry_run: bool = False
+    # Delivery tuning. Every delay is a setting so tests can run in milliseconds.
+    read_timeout: float = 30.0
+    send_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    send_concurrency: int = 10
+    retry_base: float = 1.0
+    retry_cap: float = 600.0
+    give_up_after: float = 24 * 3600.0
+    poll_interval: float = 1.0
+    lease_seconds: float = 60.0
+    shutdown_timeout: float = 10.0
+    store_busy_timeout: float = 5.0
+
+
+# (environment variable, field, parser) for every setting read from the environment.
+def _parse_port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{port} is not a TCP port")
+    return port
+
+
+def _parse_positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"{number} is not a positive whole number")
+    return number
+
+
+def _parse_seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{value!r} is not a positive number of seconds")
+    return seconds
+
+
+def _parse_secrets(value: str) -> tuple[str, ...]:
+    found = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not found:
+        raise ValueError("it holds no secret")
+    return found
+
+
+def _parse_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("it is empty")
+    return value.strip()
+
+
+def _parse_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+_ENVIRONMENT: tuple[tuple[str, str, Any], ...] = (
+    ("PORT", "port", _parse_port),
+    ("DATABASE_URL", "database_url", _parse_text),
+    ("DESTINATION_MAPPINGS", "mappings_dir", lambda v: Path(_parse_text(v))),
+    ("DESTINATION_SOURCE_ID", "source_id", _parse_text),
+    ("DESTINATION_SHARED_SECRET", "shared_secrets", _parse_secrets),
+    ("DESTINATION_TOKEN", "token", _parse_text),
+    ("DESTINATION_MAX_BODY_BYTES", "max_body_bytes", _parse_positive_int),
+    ("COURIER_BASE_URL", "courier_base_url", _parse_url),
+    ("COURIER_AUTH_TOKEN", "courier_auth_token", _parse_text),
+    ("DESTINATION_READ_TIMEOUT", "read_timeout", _parse_seconds),
+    ("DESTINATION_SEND_TIMEOUT", "send_timeout", _parse_seconds),
+    ("DESTINATION_SEND_CONCURRENCY", "send_concurrency", _parse_positive_int),
+    ("DESTINATION_RETRY_BASE", "retry_base", _parse_seconds),
+    ("DESTINATION_RETRY_CAP", "retry_cap", _parse_seconds),
+    ("DESTINATION_GIVE_UP_AFTER", "give_up_after", _parse_seconds),
+    ("DESTINATION_POLL_INTERVAL", "poll_interval", _parse_seconds),
+    ("DESTINATION_LEASE_SECONDS", "lease_seconds", _parse_seconds),
+)
+
+ENVIRONMENT_NAMES = tuple(name for name, _, _ in _ENVIRONMENT)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Build settings from ``environ`` (default: the process environment).
+
+    ``overrides`` are flag values; ``None`` means the flag was not given.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, field, parse in _ENVIRONMENT:
+        raw = environ.get(name)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[field] = parse(raw)
+        except ValueError as error:
+            raise SettingsError(f"{name} has a bad value: {error}.") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+
+    settings = Settings(**values)
+    check_settings(settings)
+    return settings
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse combinations that would run the service unsafely or uselessly."""
+    if (
+        not settings.shared_secrets
+        and not settings.token
+        and not settings.allow_unsigned
+    ):
+        raise SettingsError(
+            "DESTINATION_SHARED_SECRET or DESTINATION_TOKEN must be set so that only "
+            "your CDP can post events; pass --allow-unsigned to accept anyone."
+        )
+    if not settings.courier_auth_token and not settings.dry_run:
+        raise SettingsError(
+            "COURIER_AUTH_TOKEN is not set; set it, or pass --dry-run to record "
+            "requests without sending them."
+        )
+    if settings.retry_base > settings.retry_cap:
+        raise SettingsError(
+            f"DESTINATION_RETRY_BASE ({settings.retry_base}) must not exceed "
+            f"DESTINATION_RETRY_CAP ({settings.retry_cap})."
+        )
+    if settings.lease_seconds <= settings.send_timeout:
+        raise SettingsError(
+            f"DESTINATION_LEASE_SECONDS ({settings.lease_seconds}) must exceed "
+            f"DESTINATION_SEND_TIMEOUT ({settings.send_timeout}) so that a lease "
+            "never expires while its send is still running."
+        )
+
+
+def apply_local_defaults(
+    settings_env: Mapping[str, str], secret_file: Path = LOCAL_SECRET_FILE
+) -> tuple[dict[str, Any], str | None]:
+    """Defaults for ``serve --local``: a generated secret and dry run without a token.
+
+    Returns the flag overrides and, when a secret file was created, the new secret
+    so the caller can print it once.
+    """
+    overrides: dict[str, Any] = {}
+    created: str | None = None
+    if not settings_env.get("DESTINATION_SHARED_SECRET"):
+        if secret_file.exists():
+            secret = secret_file.read_text(encoding="utf-8").strip()
+        else:
+            secret = secrets.token_hex(24)
+            secret_file.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(
+                secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+            )
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(secret + "\n")
+            created = secret
+        overrides["shared_secrets"] = (secret,)
+    if not settings_env.get("COURIER_AUTH_TOKEN"):
+        overrides["dry_run"] = True
+    return overrides, created
+
+
+def with_dry_run_database(settings: Settings) -> Settings:
+    """A dry run keeps its records apart from the live store's."""
+    if settings.dry_run and settings.database_url == DEFAULT_DATABASE_URL:
+        return dataclasses.replace(settings, database_url=DEFAULT_DRY_RUN_DATABASE_URL)
+    return settings
