@@ -179,7 +179,7 @@ def _fake_courier(args: argparse.Namespace) -> int:
     fake = FakeCourier(auth_token=args.token, echo=sys.stdout)
     print(
         f"fake courier listening on http://127.0.0.1:{args.port} "
-        "(POST /send, POST /profiles/{user_id})",
+        "(routes: /send, /profiles/{user_id})",
         flush=True,
     )
     web.run_app(

@@ -7,6 +7,8 @@ It models what matters for exactly-once delivery:
   again without executing; the same key with another body is a 409;
 - faults injected before execution (an error status, a reset connection) are
   not remembered, as with the real API;
+- while a request is executing, another with the same key gets
+  ``409 concurrent_idempotent_requests``;
 - a gate can hold every request until a test opens it, and a delay can make
   execution slower than the client's timeout.
 
@@ -54,7 +56,7 @@ class ReceivedRequest:
 class _Stored:
     body_hash: str
     status: int
-    answer: dict[str, Any]
+    answer: str
 
 
 @dataclass(slots=True)
@@ -68,6 +70,8 @@ class FakeCourier:
     executed: list[ReceivedRequest] = field(default_factory=list)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     _stored: dict[str, _Stored] = field(default_factory=dict)
+    _executing: set[str] = field(default_factory=set)
+    _tasks: set[asyncio.Task[web.Response]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.gate.set()
@@ -87,7 +91,7 @@ class FakeCourier:
         key = request.headers.get("Idempotency-Key")
         authorization = request.headers.get("Authorization")
         if self.auth_token is not None and authorization != f"Bearer {self.auth_token}":
-            return self._answer(request, body, key, 401, {"message": "Unauthorized"})
+            return self._answer(request, body, key, 401, '{"message":"Unauthorized"}')
         await self.gate.wait()
 
         fault = self.faults.popleft() if self.faults else None
@@ -98,11 +102,28 @@ class FakeCourier:
             raise ConnectionResetError("injected reset")
         if fault is not None and fault.kind == "status":
             return self._answer(
-                request, body, key, fault.status, json.loads(fault.body), fault.headers
+                request, body, key, fault.status, fault.body, fault.headers
             )
-        if fault is not None and fault.kind == "delay":
-            await asyncio.sleep(fault.seconds)
-        return self._execute(request, body, key)
+        if key is not None and key in self._executing:
+            answer = '{"code":"concurrent_idempotent_requests"}'
+            return self._answer(request, body, key, 409, answer)
+        delay = fault.seconds if fault is not None and fault.kind == "delay" else 0.0
+        # Like the real API, execution goes on when the client hangs up.
+        execution = asyncio.create_task(self._execute_after(delay, request, body, key))
+        self._tasks.add(execution)
+        execution.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(execution)
+
+    async def _execute_after(
+        self, delay: float, request: web.Request, body: bytes, key: str | None
+    ) -> web.Response:
+        if key is not None:
+            self._executing.add(key)
+        try:
+            await asyncio.sleep(delay)
+            return self._execute(request, body, key)
+        finally:
+            self._executing.discard(key or "")
 
     def _execute(
         self, request: web.Request, body: bytes, key: str | None
@@ -110,11 +131,11 @@ class FakeCourier:
         try:
             json.loads(body)
         except ValueError:
-            return self._answer(request, body, key, 400, {"message": "Invalid JSON"})
+            return self._answer(request, body, key, 400, '{"message":"Invalid JSON"}')
         body_hash = hashlib.sha256(body).hexdigest()
         stored = self._stored.get(key) if key is not None else None
         if stored is not None and stored.body_hash != body_hash:
-            answer = {"code": "idempotency_key_reused", "message": "Different body"}
+            answer = '{"code":"idempotency_key_reused","message":"Different body"}'
             return self._answer(request, body, key, 409, answer)
         if stored is not None:
             return self._answer(
@@ -123,7 +144,7 @@ class FakeCourier:
 
         recorded = ReceivedRequest(request.path, key, None, body, "executed")
         self.executed.append(recorded)
-        answer = {"requestId": f"1-fake-{len(self.executed):06d}"}
+        answer = json.dumps({"requestId": f"1-fake-{len(self.executed):06d}"})
         if key is not None:
             self._stored[key] = _Stored(body_hash, 202, answer)
         return self._answer(request, body, key, 202, answer, outcome="executed")
@@ -134,13 +155,18 @@ class FakeCourier:
         body: bytes,
         key: str | None,
         status: int,
-        answer: dict[str, Any],
+        answer: str,
         headers: tuple[tuple[str, str], ...] = (),
         *,
         outcome: str | None = None,
     ) -> web.Response:
         self._record(request, body, key, outcome or f"status {status}")
-        return web.json_response(answer, status=status, headers=dict(headers))
+        return web.Response(
+            text=answer,
+            status=status,
+            headers=dict(headers),
+            content_type="application/json",
+        )
 
     def _record(
         self, request: web.Request, body: bytes, key: str | None, outcome: str

@@ -150,8 +150,11 @@ def _take(mappings: tuple[Mapping, ...], kind: str, name: str | None) -> MatchRe
 
 
 def load_mappings(directory: Path) -> MappingSet:
-    """Load every mapping file under ``directory``, or raise MappingError listing
-    every problem in every file. A missing or empty directory gives no mappings."""
+    """Load every mapping file under ``directory`` into one set, in path order.
+
+    A missing or empty directory gives an empty set. Otherwise MappingError lists
+    every problem in every file, so one start-up shows them all.
+    """
     checkers = [_check_file(path) for path in find_mapping_files(directory)]
     problems = [problem for checker in checkers for problem in checker.problems]
     named = [mapping for checker in checkers for mapping in checker.named]
@@ -236,8 +239,10 @@ class _FileChecker:
             kind = json_kind(value)
             self._problem((), f"a file must be an object with 'mappings', not {kind}")
             return []
-        self._check_keys((), value, _TOP_KEYS)
+        suggested = self._check_keys((), value, _TOP_KEYS)
         entries = value.get("mappings", _INVALID)
+        if entries is _INVALID and "mappings" in suggested:
+            return []
         if not isinstance(entries, list):
             got = "nothing" if entries is _INVALID else json_kind(entries)
             self._problem(("mappings",), f"'mappings' must be a list, not {got}")
@@ -250,9 +255,10 @@ class _FileChecker:
             self._problem(path, f"a mapping must be an object, not {kind}")
             return
         before = len(self.problems)
-        self._check_keys(path, entry, _MAPPING_KEYS)
+        suggested = self._check_keys(path, entry, _MAPPING_KEYS)
         for key in ("name", "when", "send"):
-            if key not in entry:
+            # A misspelt key already says what is missing.
+            if key not in entry and key not in suggested:
                 self._problem(path, f"the mapping has no {key!r}; add it")
 
         name = self._check_name(path, entry.get("name", _INVALID))
@@ -305,7 +311,8 @@ class _FileChecker:
             return event_type, None
         if event_type != "track":
             message = (
-                f"only track events have names; drop event to take every {event_type}"
+                "only track events have names; "
+                f"drop 'event' to take every {event_type} event"
             )
             self._problem((*path, "event"), message)
             return None
@@ -338,7 +345,7 @@ class _FileChecker:
         if send is _INVALID:
             return _INVALID
         if not isinstance(send, dict) or "@path" in send:
-            kind = json_kind(send)
+            kind = "a @path" if isinstance(send, dict) else json_kind(send)
             message = (
                 f"send must be the literal body of a Courier POST /send, not {kind}"
             )
@@ -354,7 +361,7 @@ class _FileChecker:
     def _check_current(self, path: JsonPath, send: dict[str, Any]) -> None:
         message = send["message"]
         if not isinstance(message, dict) or "@path" in message:
-            kind = json_kind(message)
+            kind = "a @path" if isinstance(message, dict) else json_kind(message)
             self._problem(
                 path, f"message must be an object with to and template, not {kind}"
             )
@@ -414,14 +421,19 @@ class _FileChecker:
 
     def _check_keys(
         self, path: JsonPath, value: dict[str, Any], allowed: tuple[str, ...]
-    ) -> None:
+    ) -> set[str]:
+        """Report unknown keys; return the known keys suggested instead."""
+        suggested = set()
         for key in value:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else "expected"
-                if not close:
-                    hint += f" one of {', '.join(allowed)}"
-                self._problem((*path, key), f"unknown key {key!r}; {hint}")
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(key, allowed, n=1)
+            suggested.update(close)
+            hint = f"did you mean {close[0]!r}?" if close else "expected"
+            if not close:
+                hint += f" one of {', '.join(allowed)}"
+            self._problem((*path, key), f"unknown key {key!r}; {hint}")
+        return suggested
 
     def _problem(
         self, path: JsonPath, message: str, *, line: int | None = None

@@ -101,13 +101,18 @@ def find_mapping_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         _fail(str(directory), None, "is not a directory of mapping files")
     found = []
-    for folder, subfolders, files in os.walk(directory):
+    for folder, subfolders, files in os.walk(directory, onerror=_unreadable):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         for name in files:
             path = Path(folder, name)
             if not name.startswith(".") and path.suffix in MAPPING_SUFFIXES:
                 found.append(path)
     return sorted(found, key=lambda path: path.relative_to(directory).parts)
+
+
+def _unreadable(error: OSError) -> NoReturn:
+    # os.walk skips unreadable folders silently; their mappings would vanish.
+    _fail(str(error.filename), None, f"cannot be read: {error.strerror}")
 
 
 def read_document(path: Path) -> Document:
@@ -124,10 +129,13 @@ def read_document(path: Path) -> Document:
     except UnicodeDecodeError as exc:
         _fail(file, None, f"is not UTF-8 (bad byte at offset {exc.start})")
 
-    if path.suffix == ".json":
-        return _read_json(file, text)
-    converter = _Converter(file, json_mode=False)
-    value = converter.convert(_compose(file, text), ())
+    try:
+        if path.suffix == ".json":
+            return _read_json(file, text)
+        converter = _Converter(file, json_mode=False)
+        value = converter.convert(_compose(file, text), ())
+    except RecursionError:
+        _fail(file, None, "is nested too deeply")
     return Document(file, value, converter.lines, tuple(converter.issues))
 
 
@@ -151,14 +159,15 @@ def _read_json(file: str, text: str) -> Document:
     # surrogate pairs differently, so json.loads stays the source of truth.
     converter = _Converter(file, json_mode=True)
     try:
-        converter.convert(_compose(file, text.replace("\t", " ")), ())
+        located = converter.convert(_compose(file, text.replace("\t", " ")), ())
     except MappingError:
         converter.lines.clear()
     if refused is None:
         return Document(file, value, converter.lines, ())
     if not converter.issues:
         _fail(file, None, f"is not valid JSON: {refused}")
-    return Document(file, None, converter.lines, tuple(converter.issues))
+    # Good enough to name the mapping each issue belongs to.
+    return Document(file, located, converter.lines, tuple(converter.issues))
 
 
 class _JsonComposer(yaml.SafeLoader):
@@ -195,8 +204,6 @@ def _compose(file: str, text: str) -> tuple[Node | None, dict[int, str]]:
         _fail(file, line, f"is not valid YAML: {exc.problem}")
     except yaml.YAMLError as exc:
         _fail(file, None, f"is not valid YAML: {exc}")
-    except RecursionError:
-        _fail(file, None, "is nested too deeply")
     finally:
         loader.dispose()
 

@@ -130,8 +130,8 @@ async def make_service(
             mappings=test_mappings if mappings is None else mappings,
         )
         client = TestClient(TestServer(app, host="127.0.0.1"))
-        await client.start_server()
         clients.append(client)
+        await client.start_server()
         return client
 
     yield start

@@ -65,16 +65,15 @@ def only_problem(path: Path) -> MappingProblem:
     return problems[0]
 
 
-def mapping_from(
-    tmp_path: Path, send: str, when: str = "{event: Order Completed}"
-) -> Mapping:
-    """Load one mapping named ``m`` whose send is the YAML flow text ``send``."""
-    path = write(
-        tmp_path,
-        "m.yaml",
-        f"mappings:\n  - name: m\n    when: {when}\n    send: {send}\n",
-    )
-    (mapping,) = load_mapping_file(path)
+def mapping_text(send: str = "", when: str = "{event: Order Completed}") -> str:
+    """A file with one mapping named ``m``; ``send`` and ``when`` are YAML flow text."""
+    send = send or '{message: {to: {user_id: {"@path": "$.userId"}}, template: t}}'
+    return f"mappings:\n  - name: m\n    when: {when}\n    send: {send}\n"
+
+
+def mapping_from(tmp_path: Path, send: str, when: str = "{event: A}") -> Mapping:
+    """Load the one mapping of ``mapping_text(send, when)``."""
+    (mapping,) = load_mapping_file(write(tmp_path, "m.yaml", mapping_text(send, when)))
     return mapping
 
 
@@ -93,7 +92,9 @@ def test_examples_load_in_path_order() -> None:
     names = [mapping.name for mapping in mappings.mappings]
     assert names == ["course-clicked", "order-confirmation", "product-viewed"]
     assert all(Path(m.file).parent == EXAMPLE_MAPPINGS for m in mappings.mappings)
-    assert all(m.line == 4 for m in mappings.mappings)
+    for mapping in mappings.mappings:
+        lines = Path(mapping.file).read_text(encoding="utf-8").splitlines()
+        assert lines[mapping.line - 1].strip() == f"- name: {mapping.name}"
 
 
 def test_example_course_clicked_renders_the_spec_event() -> None:
@@ -211,11 +212,6 @@ def test_json_file_loads_with_line_numbers(tmp_path: Path) -> None:
 # Loader rejections: every problem says where, down to the field
 
 
-def _mapping(send: str = "", when: str = "{event: Order Completed}") -> str:
-    send = send or '{message: {to: {user_id: {"@path": "$.userId"}}, template: t}}'
-    return f"mappings:\n  - name: m\n    when: {when}\n    send: {send}\n"
-
-
 REJECTIONS = [
     pytest.param(
         "m.yaml",
@@ -226,35 +222,28 @@ REJECTIONS = [
     ),
     pytest.param(
         "m.yaml",
-        _mapping('{message: {to: &who {user_id: "u"}, template: t}}'),
+        mapping_text('{message: {to: &who {user_id: "u"}, template: t}}'),
         (4, "m", "send.message.to"),
         "anchors (&name) are not allowed",
         id="anchor",
     ),
     pytest.param(
         "m.yaml",
-        "x: &a [1]\nmappings:\n  - name: m\n    when: *a\n",
-        (4, "m", "when"),
-        "aliases (*name) are not allowed",
-        id="alias",
-    ),
-    pytest.param(
-        "m.yaml",
-        _mapping("{message: {to: {user_id: u}, template: !!str t}}"),
+        mapping_text("{message: {to: {user_id: u}, template: !!str t}}"),
         (4, "m", "send.message.template"),
         "tags (tag:yaml.org,2002:str) are not allowed",
         id="tag",
     ),
     pytest.param(
         "m.yaml",
-        _mapping("{message: {to: {user_id: u}, template: t, data: {x: .inf}}}"),
+        mapping_text("{message: {to: {user_id: u}, template: t, data: {x: .inf}}}"),
         (4, "m", "send.message.data.x"),
         ".inf cannot be carried by JSON",
         id="yaml-inf",
     ),
     pytest.param(
         "m.yaml",
-        _mapping("{message: {to: {user_id: u}, template: t, data: {1: x}}}"),
+        mapping_text("{message: {to: {user_id: u}, template: t, data: {1: x}}}"),
         (4, "m", "send.message.data"),
         "keys must be strings, not 1",
         id="non-string-key",
@@ -289,56 +278,56 @@ REJECTIONS = [
     ),
     pytest.param(
         "m.yaml",
-        _mapping(when="{event: A, typ: track}"),
+        mapping_text(when="{event: A, typ: track}"),
         (3, "m", "when.typ"),
         "did you mean 'type'?",
         id="unknown-when-key",
     ),
     pytest.param(
         "m.yaml",
-        _mapping(when="{type: delete}"),
+        mapping_text(when="{type: delete}"),
         (3, "m", "when.type"),
         "type must be one of track, identify, page, screen, group, alias",
         id="when-unknown-type",
     ),
     pytest.param(
         "m.yaml",
-        _mapping(when="{type: identify, event: A}"),
+        mapping_text(when="{type: identify, event: A}"),
         (3, "m", "when.event"),
         "only track events have names",
         id="when-event-on-identify",
     ),
     pytest.param(
         "m.yaml",
-        _mapping(when="{event: ''}"),
+        mapping_text(when="{event: ''}"),
         (3, "m", "when.event"),
         "event names must be non-empty strings, not ''",
         id="when-empty-event",
     ),
     pytest.param(
         "m.yaml",
-        _mapping(when="{event: [A, 42]}"),
+        mapping_text(when="{event: [A, 42]}"),
         (3, "m", "when.event[1]"),
         "event names must be non-empty strings, not 42",
         id="when-number-event",
     ),
     pytest.param(
         "m.yaml",
-        _mapping(when="{event: [Order Completed, Order Completed]}"),
+        mapping_text(when="{event: [Order Completed, Order Completed]}"),
         (3, "m", "when.event[1]"),
         "listed twice",
         id="when-event-twice",
     ),
     pytest.param(
         "m.yaml",
-        _mapping(when="{event: []}"),
+        mapping_text(when="{event: []}"),
         (3, "m", "when.event"),
         "event is an empty list",
         id="when-event-empty-list",
     ),
     pytest.param(
         "m.yaml",
-        _mapping(when="track"),
+        mapping_text(when="track"),
         (3, "m", "when"),
         "when must be an object",
         id="when-not-object",
@@ -352,28 +341,28 @@ REJECTIONS = [
     ),
     pytest.param(
         "m.yaml",
-        "mappings:\n  - name: ''\n    when: {event: A}\n    send: {event: t, recipient: u}\n",
+        "mappings:\n  - name: ''\n    when: {}\n    send: {event: t, recipient: u}\n",
         (2, None, "mappings[0].name"),
         "name must be a non-empty string",
         id="empty-name",
     ),
     pytest.param(
         "m.yaml",
-        _mapping('{message: {to: {user_id: {"@path": "$.a..b"}}, template: t}}'),
+        mapping_text('{message: {to: {user_id: {"@path": "$.a..b"}}, template: t}}'),
         (4, "m", "send.message.to.user_id"),
         "@path '$.a..b' is not valid at character 4",
         id="path-double-dot",
     ),
     pytest.param(
         "m.yaml",
-        _mapping('{message: {to: {user_id: {"@path": "userId"}}, template: t}}'),
+        mapping_text('{message: {to: {user_id: {"@path": "userId"}}, template: t}}'),
         (4, "m", "send.message.to.user_id"),
         "does not start with '$'",
         id="path-without-dollar",
     ),
     pytest.param(
         "m.yaml",
-        _mapping(
+        mapping_text(
             '{message: {to: {user_id: u}, template: t, data: {"@path": "$.a[*]"}}}'
         ),
         (4, "m", "send.message.data"),
@@ -382,23 +371,23 @@ REJECTIONS = [
     ),
     pytest.param(
         "m.yaml",
-        _mapping(
+        mapping_text(
             '{message: {to: {user_id: u}, template: t, data: {"@path": "$.a[-1]"}}}'
         ),
         (4, "m", "send.message.data"),
-        "is not valid at character 3",
+        "is not valid at character 4",
         id="path-negative-index",
     ),
     pytest.param(
         "m.yaml",
-        _mapping('{message: {to: {user_id: {"@path": 42}}, template: t}}'),
+        mapping_text('{message: {to: {user_id: {"@path": 42}}, template: t}}'),
         (4, "m", "send.message.to.user_id"),
         "@path must be a string",
         id="path-not-a-string",
     ),
     pytest.param(
         "m.yaml",
-        _mapping('{message: {to: {user_id: u}, template: {"@template": "{{x}}"}}}'),
+        mapping_text('{message: {to: {user_id: u}, template: {"@template": "{{x}}"}}}'),
         (4, "m", "send.message.template"),
         "@template is not supported yet; directives beyond @path arrive with the "
         "richer mapping language",
@@ -406,7 +395,7 @@ REJECTIONS = [
     ),
     pytest.param(
         "m.yaml",
-        _mapping(
+        mapping_text(
             '{message: {to: {user_id: {"@path": "$.userId", default: x}}, template: t}}'
         ),
         (4, "m", "send.message.to.user_id"),
@@ -415,49 +404,49 @@ REJECTIONS = [
     ),
     pytest.param(
         "m.yaml",
-        _mapping("{data: {a: 1}}"),
+        mapping_text("{data: {a: 1}}"),
         (4, "m", "send"),
         "send has no 'message'; use message: {to, template, data}",
         id="send-neither-shape",
     ),
     pytest.param(
         "m.yaml",
-        _mapping("[1]"),
+        mapping_text("[1]"),
         (4, "m", "send"),
         "send must be the literal body of a Courier POST /send, not a list",
         id="send-not-object",
     ),
     pytest.param(
         "m.yaml",
-        _mapping('{message: {"@path": "$.properties"}}'),
+        mapping_text('{message: {"@path": "$.properties"}}'),
         (4, "m", "send.message"),
         "message must be an object",
         id="message-is-a-path",
     ),
     pytest.param(
         "m.yaml",
-        _mapping("{message: {template: t}}"),
+        mapping_text("{message: {template: t}}"),
         (4, "m", "send.message"),
         "message has no 'to'",
         id="message-without-to",
     ),
     pytest.param(
         "m.yaml",
-        _mapping("{message: {to: {user_id: u}}}"),
+        mapping_text("{message: {to: {user_id: u}}}"),
         (4, "m", "send.message"),
         "message has neither 'template' nor 'content'",
         id="message-without-template",
     ),
     pytest.param(
         "m.yaml",
-        _mapping("{event: t, message: {to: {user_id: u}, template: t}}"),
+        mapping_text("{event: t, message: {to: {user_id: u}, template: t}}"),
         (4, "m", "send"),
         "send mixes message with legacy 'event'",
         id="mixed-shapes",
     ),
     pytest.param(
         "m.yaml",
-        _mapping("{event: t, data: {}}"),
+        mapping_text("{event: t, data: {}}"),
         (4, "m", "send"),
         "legacy send has no 'recipient'",
         id="legacy-without-recipient",
@@ -565,6 +554,21 @@ def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     assert "anchors" in problems[0].message
 
 
+def test_anchor_and_alias_are_both_reported(tmp_path: Path) -> None:
+    """An anchor and each alias to it are refused where they stand."""
+    text = "x: &a {event: A}\nmappings:\n  - name: m\n    when: *a\n"
+    path = write(tmp_path, "m.yaml", text)
+
+    problems = problems_of(path)
+
+    assert [(p.line, p.mapping, p.field) for p in problems] == [
+        (1, None, "x"),
+        (4, "m", "when"),
+    ]
+    assert "anchors (&name) are not allowed" in problems[0].message
+    assert "aliases (*name) are not allowed" in problems[1].message
+
+
 def test_every_problem_in_a_file_is_reported(tmp_path: Path) -> None:
     """One file with several mistakes reports each, in file order."""
     text = """\
@@ -592,7 +596,7 @@ def test_every_problem_in_a_file_is_reported(tmp_path: Path) -> None:
 
 def test_problems_across_files_are_collected(tmp_path: Path) -> None:
     """Problems in different files come back together in one MappingError."""
-    write(tmp_path, "a.yaml", _mapping(when="{type: delete}"))
+    write(tmp_path, "a.yaml", mapping_text(when="{type: delete}"))
     write(tmp_path, "b.json", '{"mappings": [], "extra": 1}')
     write(tmp_path, "c.yaml", CURRENT.format(name="fine", event="E"))
 
@@ -739,8 +743,9 @@ def test_render_copies_event_values(tmp_path: Path) -> None:
 def test_render_is_deterministic_and_follows_the_template(tmp_path: Path) -> None:
     """Key order follows the template, not the event, and repeats exactly."""
     send = (
-        '{message: {data: {b: {"@path": "$.properties.b"}, a: {"@path": "$.properties.a"}},'
-        ' template: t, to: {user_id: {"@path": "$.userId"}}}}'
+        '{message: {data: {b: {"@path": "$.properties.b"}, '
+        'a: {"@path": "$.properties.a"}}, '
+        'template: t, to: {user_id: {"@path": "$.userId"}}}}'
     )
     mapping = mapping_from(tmp_path, send)
     event = make_event(properties={"a": 1, "b": 2})

@@ -1,0 +1,212 @@
+"""The service as real processes: the README demo, crashes, start-up refusals."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestServer
+
+from destination.fake_courier import FakeCourier
+from destination.idempotency import derive_idempotency_key
+from destination.signature import sign
+from tests.conftest import COURIER_TOKEN, SECRET, compact, make_event, wait_for
+from tests.paths import REPO
+from tests.processes import free_port, start, stop, wait_until_healthy
+
+
+def readme_demo_script() -> str:
+    """The shell block between the README's demo markers."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(
+        r"<!-- demo:send -->\n```sh\n(.*?)```\n<!-- /demo:send -->", text, re.S
+    )
+    assert match is not None, "the README lost its demo block"
+    return match.group(1)
+
+
+def wait_for_output(log: Path, needle: str, count: int = 1) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        if text.count(needle) >= count:
+            return text
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} never appeared {count} times in {log}")
+
+
+def test_readme_demo(tmp_path: Path) -> None:
+    """The README demo: fake API, service, signed curl; one send, then a duplicate."""
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    courier_port, service_port = free_port(), free_port()
+    courier_log, service_log = tmp_path / "courier.log", tmp_path / "service.log"
+    courier = start(
+        ["fake-courier", "--port", str(courier_port)],
+        cwd=tmp_path,
+        env={},
+        log=courier_log,
+    )
+    env = {
+        "COURIER_BASE_URL": f"http://127.0.0.1:{courier_port}",
+        "COURIER_AUTH_TOKEN": "demo-token",
+        "DESTINATION_POLL_INTERVAL": "0.1",
+    }
+    service = start(
+        [
+            "serve",
+            "--local",
+            "--mappings",
+            "examples/mappings",
+            "--port",
+            str(service_port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        log=service_log,
+    )
+    script = readme_demo_script().replace("127.0.0.1:8080", f"127.0.0.1:{service_port}")
+    try:
+        wait_for_output(courier_log, "listening")
+        wait_until_healthy(service_port, service)
+
+        first = subprocess.run(
+            ["bash", "-c", script], cwd=tmp_path, capture_output=True, check=True
+        )
+        printed = wait_for_output(courier_log, "POST /send")
+        second = subprocess.run(
+            ["bash", "-c", script], cwd=tmp_path, capture_output=True, check=True
+        )
+        time.sleep(0.5)
+        printed_after = courier_log.read_text()
+    finally:
+        stop(service)
+        stop(courier)
+
+    key = derive_idempotency_key(
+        "default", "ajs-f8ca1e4de5024d9430b3928bd8ac6b96", "course-clicked"
+    )
+    assert json.loads(first.stdout)["accepted"] == 1
+    assert json.loads(second.stdout)["duplicates"] == 1
+    assert f"Idempotency-Key: {key}" in printed
+    assert printed_after.count("POST /send") == 1
+    assert "Generated a shared secret" in service_log.read_text()
+
+
+async def test_sigkill_after_ack_loses_nothing(
+    tmp_path: Path, fake: FakeCourier, courier_server: TestServer
+) -> None:
+    """SIGKILL right after the 200s; after a restart every event is sent once."""
+    fake.hold()
+    port = free_port()
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'crash.db'}",
+        "DESTINATION_SHARED_SECRET": SECRET,
+        "COURIER_BASE_URL": str(courier_server.make_url("")).rstrip("/"),
+        "COURIER_AUTH_TOKEN": COURIER_TOKEN,
+        "DESTINATION_MAPPINGS": str(REPO / "tests" / "data" / "mappings"),
+        "DESTINATION_POLL_INTERVAL": "0.1",
+        "DESTINATION_LEASE_SECONDS": "2",
+        "DESTINATION_SEND_TIMEOUT": "1",
+        "DESTINATION_RETRY_BASE": "0.05",
+        "DESTINATION_RETRY_CAP": "0.2",
+        "PORT": str(port),
+    }
+    log = tmp_path / "service.log"
+    events = [make_event(f"m-crash-{i}") for i in range(20)]
+
+    service = start(["serve", "--host", "127.0.0.1"], cwd=tmp_path, env=env, log=log)
+    wait_until_healthy(port, service)
+    for start_at in range(0, 20, 5):
+        _post_signed(port, events[start_at : start_at + 5])
+    stop(service, signal.SIGKILL)
+    fake.release()
+    restarted = start(["serve", "--host", "127.0.0.1"], cwd=tmp_path, env=env, log=log)
+    try:
+        wait_until_healthy(port, restarted)
+        await wait_for(lambda: len(fake.executed) >= 20, within=30)
+        await _drain(port)
+    finally:
+        stop(restarted)
+
+    expected = {
+        derive_idempotency_key("default", e["messageId"], "order-confirmation")
+        for e in events
+    }
+    assert sorted(fake.executed_keys()) == sorted(expected)
+
+
+def _post_signed(port: int, events: list[dict[str, Any]]) -> None:
+    body = compact(events)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/webhook",
+        data=body,
+        headers={"Content-Type": "application/json", "X-Signature": sign(SECRET, body)},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["accepted"] == len(events)
+
+
+async def _drain(port: int) -> None:
+    """Wait until the restarted service reports nothing left to send."""
+
+    def metrics() -> str:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/metrics", timeout=5
+        ) as answer:
+            return str(answer.read().decode())
+
+    await wait_for(
+        lambda: 'destination_store{kind="outbox_pending"} 0' in metrics(), within=30
+    )
+
+
+def test_refuses_to_start_without_credentials(tmp_path: Path) -> None:
+    """No secret, no token, no --allow-unsigned: start-up stops and says why."""
+    log = tmp_path / "out.log"
+    env = {
+        "COURIER_AUTH_TOKEN": "x",
+        "DESTINATION_SHARED_SECRET": "",
+        "DESTINATION_TOKEN": "",
+    }
+
+    code = start(["serve"], cwd=tmp_path, env=env, log=log).wait(timeout=30)
+
+    assert code == 2
+    assert "DESTINATION_SHARED_SECRET or DESTINATION_TOKEN" in log.read_text()
+
+
+def test_refuses_a_bad_setting(tmp_path: Path) -> None:
+    """A bad value names the setting."""
+    log = tmp_path / "out.log"
+    env = {
+        "PORT": "eighty",
+        "DESTINATION_SHARED_SECRET": "s",
+        "COURIER_AUTH_TOKEN": "x",
+    }
+
+    code = start(["serve"], cwd=tmp_path, env=env, log=log).wait(timeout=30)
+
+    assert code == 2
+    assert "PORT" in log.read_text()
+
+
+def test_refuses_broken_mappings(tmp_path: Path) -> None:
+    """A mapping file that does not load stops start-up with file and line."""
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    (mappings / "bad.yaml").write_text("mappings:\n  - name: x\n    sned: {}\n")
+    log = tmp_path / "out.log"
+    env = {"DESTINATION_SHARED_SECRET": "s", "DESTINATION_MAPPINGS": str(mappings)}
+
+    code = start(["serve", "--dry-run"], cwd=tmp_path, env=env, log=log).wait(
+        timeout=30
+    )
+
+    assert code == 1
+    assert "bad.yaml:3" in log.read_text()

@@ -1,0 +1,176 @@
+"""Delivery against a fake API that fails on purpose: same key, same bytes, once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from destination.errors import StoreModeError
+from destination.fake_courier import FakeCourier, Fault
+from tests.conftest import compact, make_event, signed_headers, store_of, wait_for
+
+
+async def ingest(client: Any, *events: dict[str, Any]) -> None:
+    body = compact(list(events))
+    response = await client.post("/webhook", data=body, headers=signed_headers(body))
+    assert response.status == 200
+
+
+async def pair_counts(client: Any) -> dict[str, int]:
+    counts: dict[str, int] = await store_of(client).counts()
+    return counts
+
+
+def attempts_carry_one_key_and_body(fake: FakeCourier) -> bool:
+    return len({(r.idempotency_key, r.body) for r in fake.received}) == 1
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        pytest.param([Fault("status", status=503)], id="503"),
+        pytest.param([Fault("status", status=502), Fault("status", 504)], id="502-504"),
+        pytest.param(
+            [Fault("status", status=429, headers=(("Retry-After", "0"),))],
+            id="429-retry-after",
+        ),
+        pytest.param([Fault("status", status=408)], id="408"),
+        pytest.param([Fault("reset"), Fault("reset")], id="resets"),
+        pytest.param(
+            [
+                Fault(
+                    "status",
+                    status=409,
+                    body='{"code":"concurrent_idempotent_requests"}',
+                )
+            ],
+            id="409-in-progress",
+        ),
+    ],
+)
+async def test_transient_faults_are_retried(
+    make_service: Any, fake: FakeCourier, faults: list[Fault]
+) -> None:
+    """Faults before execution are retried until one attempt executes."""
+    fake.faults.extend(faults)
+    client = await make_service()
+
+    await ingest(client, make_event("m-retry"))
+    await wait_for(lambda: len(fake.executed) == 1)
+    await wait_for(lambda: _delivered(client))
+
+    assert len(fake.received) == len(faults) + 1
+    assert attempts_carry_one_key_and_body(fake)
+
+
+async def _delivered(client: Any) -> bool:
+    return (await pair_counts(client)).get("pairs_delivered") == 1
+
+
+async def test_timeout_then_in_progress_409s(
+    make_service: Any, fake: FakeCourier
+) -> None:
+    """D6: executed after our timeout, then two in-progress 409s, then the replay."""
+    conflict = '{"code":"concurrent_idempotent_requests"}'
+    fake.faults.extend(
+        [
+            Fault("delay", seconds=0.8),
+            Fault("status", status=409, body=conflict),
+            Fault("status", status=409, body=conflict),
+        ]
+    )
+    client = await make_service(send_timeout=0.3)
+
+    await ingest(client, make_event("m-409"))
+    await wait_for(lambda: _delivered(client))
+
+    assert len(fake.executed) == 1
+    assert attempts_carry_one_key_and_body(fake)
+    assert fake.received[-1].outcome == "replayed"
+
+
+async def test_slow_api_is_ambiguous_not_failed(
+    make_service: Any, fake: FakeCourier
+) -> None:
+    """D7: every attempt times out, yet carries one key and body; one execution."""
+    fake.faults.extend(Fault("delay", seconds=0.6) for _ in range(3))
+    client = await make_service(send_timeout=0.2)
+
+    await ingest(client, make_event("m-slow"))
+    await wait_for(lambda: _delivered(client))
+
+    assert len(fake.executed) == 1
+    assert len(fake.received) >= 2
+    assert attempts_carry_one_key_and_body(fake)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        pytest.param(400, '{"message":"bad template"}', id="400"),
+        pytest.param(409, '{"code":"idempotency_key_reused"}', id="409-other"),
+        pytest.param(422, '{"message":"unprocessable"}', id="422"),
+    ],
+)
+async def test_permanent_errors_fail_with_the_response(
+    make_service: Any, fake: FakeCourier, status: int, body: str
+) -> None:
+    """Other 4xx are not retried: the pair is failed with the response kept."""
+    fake.faults.append(Fault("status", status=status, body=body))
+    client = await make_service()
+
+    await ingest(client, make_event("m-perm"))
+    await wait_for(lambda: _count(client, "pairs_failed", 1))
+
+    assert len(fake.received) == 1
+    row = _outbox_row(client)
+    assert row == (status, body)
+
+
+async def _count(client: Any, name: str, expected: int) -> bool:
+    return (await pair_counts(client)).get(name) == expected
+
+
+def _outbox_row(client: Any) -> tuple[int, str]:
+    import sqlite3
+
+    path = store_of(client).path
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT last_status, last_error FROM outbox").fetchone()
+    return int(row[0]), str(row[1])
+
+
+async def test_gives_up_after_the_configured_age(
+    make_service: Any, fake: FakeCourier
+) -> None:
+    """A pair still failing past the give-up age is failed, with the reason."""
+    fake.faults.extend(Fault("status", status=503) for _ in range(1000))
+    client = await make_service(give_up_after=0.3)
+
+    await ingest(client, make_event("m-give-up"))
+    await wait_for(lambda: _count(client, "pairs_failed", 1))
+
+    status, error = _outbox_row(client)
+    assert status == 503
+    assert error.startswith("Gave up after")
+    assert fake.executed == []
+
+
+async def test_dry_run_sends_nothing(make_service: Any, fake: FakeCourier) -> None:
+    """--dry-run records each request as dry_run and never calls the API."""
+    client = await make_service(dry_run=True)
+
+    await ingest(client, make_event("m-dry-1"), make_event("m-dry-2"))
+    await wait_for(lambda: _count(client, "pairs_dry_run", 2))
+
+    assert fake.received == []
+
+
+async def test_dry_run_refuses_a_live_store(make_service: Any) -> None:
+    """A dry run never opens the store of a service that really sends."""
+    live = await make_service()
+    await live.close()
+
+    with pytest.raises(StoreModeError, match="live"):
+        await make_service(dry_run=True)
