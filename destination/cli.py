@@ -1,7 +1,6 @@
 """The ``destination`` command: ``run(argv)`` does the work, ``main()`` exits.
 
-Exit codes: 0 success, 1 a problem with the data or the environment (bad
-mappings, unusable store), 2 a usage or settings error.
+Exit codes are in ``destination.errors``; errors become exit codes here only.
 """
 
 from __future__ import annotations
@@ -9,14 +8,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from destination.app import create_app
-from destination.errors import DestinationError, MappingError, SettingsError
+from destination.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    DestinationError,
+    MappingError,
+    SettingsError,
+)
 from destination.fake_courier import FakeCourier, create_fake_courier_app
 from destination.log import configure_logging, get_logger
 from destination.mapping import MappingSet, load_mappings
@@ -29,9 +35,9 @@ from destination.settings import (
 )
 from destination.validation import create_validator
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+# Each adds one subcommand whose ``handler(args)`` returns an exit code.
+COMMANDS: tuple[Register, ...] = ()
 
 log = get_logger(__name__)
 
@@ -44,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the webhook service and worker")
+    serve.set_defaults(handler=_serve)
     serve.add_argument("--port", type=int, help="port to listen on (PORT)")
     serve.add_argument("--host", help="address to bind (default 0.0.0.0)")
     serve.add_argument("--database-url", help="store location (DATABASE_URL)")
@@ -73,10 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     fake = commands.add_parser(
         "fake-courier", help="run a local stand-in for the notification API"
     )
+    fake.set_defaults(handler=_fake_courier)
     fake.add_argument("--port", type=int, default=8081)
     fake.add_argument(
         "--token", help="answer 401 unless this bearer token is sent (default: any)"
     )
+    # Each further command lives in its own module and registers itself here.
+    for register in COMMANDS:
+        register(commands)
     return parser
 
 
@@ -84,9 +95,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
     try:
-        if args.command == "serve":
-            return _serve(args)
-        return _fake_courier(args)
+        code: int = args.handler(args)
+        return code
     except SettingsError as error:
         print(f"destination: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -21,6 +21,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Exit codes of the ``destination`` command, in one place.
+EXIT_OK = 0  # success: every input was used
+EXIT_FAILURE = 1  # some data or the environment was bad: mappings, store, lines
+EXIT_USAGE = 2  # the command line or a setting was wrong
+
 
 class DestinationError(Exception):
     """Base class of every error destination raises on purpose."""
