@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from destination.courier import CourierClient, create_session
-from destination.delivery import DeliveryWorker, DryRunSender, RetryPolicy, Sender
+from destination.delivery import run_delivery
 from destination.errors import RequestError, StoreError
 from destination.log import get_logger
 from destination.mapping import MappingSet
+from destination.retention import purge_periodically
 from destination.runtime import Runtime, runtime_key
 from destination.settings import Settings
 from destination.signature import AuthConfig
@@ -68,48 +68,34 @@ def create_app(
     app.cleanup_ctx.append(_store_context)
     if run_worker:
         app.cleanup_ctx.append(_delivery_context)
+        app.cleanup_ctx.append(_retention_context)
     return app
 
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
-    store = app[runtime_key].store
+    runtime = app[runtime_key]
+    store = runtime.store
     await store.open()
+    created_at = await store.get_meta("created_at")
+    runtime.store_created_at = float(created_at) if created_at else time.time()
     yield
     await store.close()
 
 
 async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
     runtime = app[runtime_key]
-    settings = runtime.settings
-    session = create_session(
-        connect_timeout=settings.connect_timeout,
-        total_timeout=settings.send_timeout,
-        concurrency=settings.send_concurrency,
-    )
-    sender: Sender
-    if settings.dry_run or settings.courier_auth_token is None:
-        sender = DryRunSender()
-    else:
-        sender = CourierClient(
-            session, settings.courier_base_url, settings.courier_auth_token
-        )
-    worker = DeliveryWorker(
-        runtime.store,
-        sender,
-        RetryPolicy(settings.retry_base, settings.retry_cap, settings.give_up_after),
-        concurrency=settings.send_concurrency,
-        lease_seconds=settings.lease_seconds,
-        poll_interval=settings.poll_interval,
-        dry_run=settings.dry_run,
-    )
-    runtime.worker = worker
-    task = asyncio.create_task(worker.run(), name="delivery-worker")
+    async with run_delivery(runtime.settings, runtime.store) as worker:
+        runtime.worker = worker
+        yield
+        runtime.worker = None
+
+
+async def _retention_context(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[runtime_key]
+    task = asyncio.create_task(purge_periodically(runtime.store, runtime.settings))
     yield
-    await worker.stop(settings.shutdown_timeout)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    runtime.worker = None
-    await session.close()
 
 
 @web.middleware
@@ -141,6 +127,8 @@ def refusal_response(error: RequestError) -> web.Response:
     response = web.json_response(
         {"error": error.code, "message": error.reason}, status=error.status
     )
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
     if error.status in _CLOSE_AFTER:
         response.force_close()
     return response

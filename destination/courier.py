@@ -1,15 +1,22 @@
 """The client of the Courier-style notification API, and how its answers count.
 
-| answer                                          | counts as  |
-|-------------------------------------------------|------------|
-| any 2xx, whatever its body                      | delivered  |
-| timeout, connection error or reset              | retry      |
-| 408, 429, 500-599                               | retry      |
-| 409 ``concurrent_idempotent_requests``          | retry      |
-| any other 4xx                                   | failed     |
+| answer                                     | verdict    | then                   |
+|--------------------------------------------|------------|------------------------|
+| any 2xx, whatever its body or content type | delivered  | done; response id kept |
+| timeout, connection error, reset           | transient  | backoff, until give-up |
+| 408, 429, 502, 503, 504                    | transient  | backoff or Retry-After |
+| 409 ``concurrent_idempotent_requests``     | transient  | backoff: still running |
+| any other 409                              | repeatable | dead letter after N    |
+| 500, 501, 505-599                          | repeatable | dead letter after N    |
+| any other 4xx                              | permanent  | dead letter now        |
 
 A timeout is an ambiguous outcome: the request may have executed. Retrying it
 with the same ``Idempotency-Key`` and the same bytes is what makes that safe.
+Courier stores the first *executed* result for a key, errors included, and
+replays it: a 500 for our key comes back on every retry until the key
+expires, so the same 500 seen N times (``DESTINATION_REPEAT_LIMIT``) is a dead
+letter, not something to retry for a day. aiohttp never retries a POST, so a
+pooled connection the server had closed surfaces here as a transient error.
 """
 
 from __future__ import annotations
@@ -22,12 +29,13 @@ from typing import Literal
 
 import aiohttp
 
-from destination.store import AttemptReport
+from destination.store import AttemptReport, OutboxItem
 
-RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
 MAX_ERROR_TEXT = 2000
+IN_PROGRESS_CODE = "concurrent_idempotent_requests"
 
-Verdict = Literal["delivered", "retry", "failed"]
+Verdict = Literal["delivered", "transient", "repeatable", "permanent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +57,7 @@ def create_session(
 
 
 class CourierClient:
-    """Sends one rendered request; never raises for what the network does."""
+    """Sends one stored request; never raises for what the network does."""
 
     def __init__(
         self, session: aiohttp.ClientSession, base_url: str, auth_token: str
@@ -58,45 +66,44 @@ class CourierClient:
         self._base_url = base_url.rstrip("/")
         self._auth_token = auth_token
 
-    async def send(self, path: str, body: bytes, idempotency_key: str) -> SendResult:
+    async def send(self, item: OutboxItem) -> SendResult:
         headers = {
             "Authorization": f"Bearer {self._auth_token}",
             "Content-Type": "application/json",
-            "Idempotency-Key": idempotency_key,
+            "Idempotency-Key": item.idempotency_key,
+            "x-idempotency-expiration": item.key_expires_at,
         }
         try:
             async with self._session.post(
-                self._base_url + path, data=body, headers=headers
+                self._base_url + item.path, data=item.body, headers=headers
             ) as response:
                 text = await response.text(errors="replace")
                 return classify_response(
                     response.status, text, response.headers.get("Retry-After")
                 )
         except TimeoutError:
-            return _retry(None, "The notification API did not answer in time.")
+            return _transient("The notification API did not answer in time.")
         except (aiohttp.ClientError, OSError) as error:
-            return _retry(None, f"The connection failed: {type(error).__name__}.")
+            return _transient(f"The connection failed: {type(error).__name__}.")
 
 
 def classify_response(status: int, text: str, retry_after: str | None) -> SendResult:
-    """Turn an HTTP answer into delivered, retry or failed (see the module table)."""
+    """Turn an HTTP answer into a verdict (see the module's table)."""
     excerpt = text[:MAX_ERROR_TEXT]
     if 200 <= status < 300:
         report = AttemptReport(status=status, response_id=_response_id(text))
         return SendResult("delivered", report)
-    if status in RETRYABLE_STATUSES or _in_progress(status, text):
-        return SendResult(
-            "retry",
-            AttemptReport(status=status, error=excerpt),
-            retry_after=parse_retry_after(retry_after)
-            if status in (429, 503)
-            else None,
-        )
-    return SendResult("failed", AttemptReport(status=status, error=excerpt))
+    report = AttemptReport(status=status, error=excerpt)
+    if status in TRANSIENT_STATUSES or (status == 409 and IN_PROGRESS_CODE in text):
+        wait = parse_retry_after(retry_after) if status in (429, 503) else None
+        return SendResult("transient", report, retry_after=wait)
+    if status == 409 or status >= 500:
+        return SendResult("repeatable", report)
+    return SendResult("permanent", report)
 
 
-def _retry(status: int | None, error: str) -> SendResult:
-    return SendResult("retry", AttemptReport(status=status, error=error))
+def _transient(error: str) -> SendResult:
+    return SendResult("transient", AttemptReport(status=None, error=error))
 
 
 def _response_id(text: str) -> str | None:
@@ -113,12 +120,6 @@ def _response_id(text: str) -> str | None:
     return None
 
 
-def _in_progress(status: int, text: str) -> bool:
-    # Courier answers 409 while another request with the same key is still
-    # executing; that one is not our failure, so wait and ask again.
-    return status == 409 and "concurrent_idempotent_requests" in text
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header, or None when unusable."""
     if value is None:
@@ -133,3 +134,9 @@ def parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         return None
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def format_expiration(timestamp: float) -> str:
+    """The ``x-idempotency-expiration`` value: ISO 8601 in UTC, to the second."""
+    moment = datetime.fromtimestamp(timestamp, UTC).replace(microsecond=0)
+    return moment.isoformat().replace("+00:00", "Z")

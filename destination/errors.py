@@ -82,10 +82,13 @@ class StoreModeError(StoreError, ValueError):
 class RequestError(DestinationError):
     """The whole HTTP request is refused with ``status`` and a clear reason."""
 
-    def __init__(self, status: int, reason: str, *, code: str) -> None:
+    def __init__(
+        self, status: int, reason: str, *, code: str, retry_after: int | None = None
+    ) -> None:
         self.status = status
         self.reason = reason
         self.code = code
+        self.retry_after = retry_after
         super().__init__(reason)
 
 

@@ -47,6 +47,7 @@ class ReceivedRequest:
     authorization: str | None
     body: bytes
     outcome: str
+    expiration: str | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -172,7 +173,12 @@ class FakeCourier:
         self, request: web.Request, body: bytes, key: str | None, outcome: str
     ) -> None:
         received = ReceivedRequest(
-            request.path, key, request.headers.get("Authorization"), body, outcome
+            request.path,
+            key,
+            request.headers.get("Authorization"),
+            body,
+            outcome,
+            request.headers.get("x-idempotency-expiration"),
         )
         self.received.append(received)
         if self.echo is not None:

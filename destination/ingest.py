@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from destination.errors import EventError
 from destination.idempotency import derive_idempotency_key, encode_json, hash_payload
-from destination.mapping import MappingSet, render_send
+from destination.mapping import Mapping, MappingSet, render_send
 from destination.store import IncomingEvent, PlannedSend
 from destination.validation import EventValidator, event_time
 
 SEND_PATH = "/send"
 
-Disposition = Literal["store", "rejected", "unmapped", "ignored"]
+Disposition = Literal["store", "rejected", "unmapped", "ignored", "expired"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +44,16 @@ def plan_events(
     validator: EventValidator,
     mappings: MappingSet,
     source_id: str,
+    *,
+    expire_before: float | None = None,
 ) -> list[PlannedEvent]:
-    """Decide, for each event in order, whether to store, reject or count it."""
+    """Decide, for each event in order, whether to store, reject or count it.
+
+    A mapped event whose time is before ``expire_before`` is ``expired``: its
+    pair records may already be purged, so sending it could send it twice.
+    """
     return [
-        _plan_event(index, event, validator, mappings, source_id)
+        _plan_event(index, event, validator, mappings, source_id, expire_before)
         for index, event in enumerate(events)
     ]
 
@@ -57,6 +64,7 @@ def _plan_event(
     validator: EventValidator,
     mappings: MappingSet,
     source_id: str,
+    expire_before: float | None,
 ) -> PlannedEvent:
     message_id = _message_id_of(event)
     errors = validator.validate(event)
@@ -67,14 +75,15 @@ def _plan_event(
     match = mappings.match(event)
     if match.outcome != "mapped":
         return PlannedEvent(index, match.outcome, message_id)
+    when = event_time(event)
+    if _is_expired(when, expire_before):
+        return PlannedEvent(index, "expired", message_id)
 
     sends = []
     for mapping in match.mappings:
-        rendered = render_send(mapping, event)
+        path, body = render_request(mapping, event)
         key = derive_idempotency_key(source_id, message_id, mapping.name)
-        body = encode_body(rendered.body) if rendered.has_recipient else None
-        sends.append(PlannedSend(mapping.name, key, SEND_PATH, body))
-    when = event_time(event)
+        sends.append(PlannedSend(mapping.name, key, path, body))
     incoming = IncomingEvent(
         message_id=message_id,
         payload=encode_body(event),
@@ -83,6 +92,19 @@ def _plan_event(
         sends=tuple(sends),
     )
     return PlannedEvent(index, "store", message_id, incoming=incoming)
+
+
+def render_request(mapping: Mapping, event: Any) -> tuple[str, bytes | None]:
+    """The path and exact body of one mapping's request; no body: no recipient."""
+    rendered = render_send(mapping, event)
+    body = encode_body(rendered.body) if rendered.has_recipient else None
+    return SEND_PATH, body
+
+
+def _is_expired(when: datetime | None, expire_before: float | None) -> bool:
+    if when is None or expire_before is None:
+        return False
+    return when.timestamp() < expire_before
 
 
 def _message_id_of(event: Any) -> str | None:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from destination.errors import SettingsError
 
+DAY = 24 * 3600.0
 DEFAULT_DATABASE_URL = "sqlite:///data/destination.db"
 DEFAULT_DRY_RUN_DATABASE_URL = "sqlite:///data/destination-dry-run.db"
 LOCAL_SECRET_FILE = Path("data/shared-secret")
@@ -50,6 +51,20 @@ class Settings:
     lease_seconds: float = 60.0
     shutdown_timeout: float = 10.0
     store_busy_timeout: float = 5.0
+    repeat_limit: int = 3
+    send_rate: float | None = None
+    max_outbox: int = 100_000
+    breaker_threshold: int = 20
+    breaker_cooldown: float = 30.0
+    # Retention: keys live at Courier for key_ttl; our pair records for
+    # record_retention; payloads and finished outbox rows for payload_retention.
+    key_ttl: float = 7 * DAY
+    record_retention: float = 400 * DAY
+    payload_retention: float = 7 * DAY
+    purge_interval: float = 3600.0
+    accept_expired: bool = False
+    run_worker: bool = True
+    migrate: bool = False
 
 
 # (environment variable, field, parser) for every setting read from the environment.
@@ -72,6 +87,24 @@ def _parse_seconds(value: str) -> float:
     if not 0 < seconds < float("inf"):
         raise ValueError(f"{value!r} is not a positive number of seconds")
     return seconds
+
+
+def _parse_rate(value: str) -> float | None:
+    rate = float(value)
+    if rate == 0:
+        return None  # 0 means no rate limit
+    if not 0 < rate < float("inf"):
+        raise ValueError(f"{value!r} is not a positive number of requests a second")
+    return rate
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
 
 
 def _parse_secrets(value: str) -> tuple[str, ...]:
@@ -112,6 +145,17 @@ _ENVIRONMENT: tuple[tuple[str, str, Any], ...] = (
     ("DESTINATION_GIVE_UP_AFTER", "give_up_after", _parse_seconds),
     ("DESTINATION_POLL_INTERVAL", "poll_interval", _parse_seconds),
     ("DESTINATION_LEASE_SECONDS", "lease_seconds", _parse_seconds),
+    ("DESTINATION_REPEAT_LIMIT", "repeat_limit", _parse_positive_int),
+    ("DESTINATION_SEND_RATE", "send_rate", _parse_rate),
+    ("DESTINATION_MAX_OUTBOX", "max_outbox", _parse_positive_int),
+    ("DESTINATION_BREAKER_THRESHOLD", "breaker_threshold", _parse_positive_int),
+    ("DESTINATION_BREAKER_COOLDOWN", "breaker_cooldown", _parse_seconds),
+    ("DESTINATION_KEY_TTL", "key_ttl", _parse_seconds),
+    ("DESTINATION_RECORD_RETENTION", "record_retention", _parse_seconds),
+    ("DESTINATION_PAYLOAD_RETENTION", "payload_retention", _parse_seconds),
+    ("DESTINATION_PURGE_INTERVAL", "purge_interval", _parse_seconds),
+    ("DESTINATION_ACCEPT_EXPIRED", "accept_expired", _parse_bool),
+    ("DESTINATION_MIGRATE", "migrate", _parse_bool),
 )
 
 ENVIRONMENT_NAMES = tuple(name for name, _, _ in _ENVIRONMENT)
@@ -161,6 +205,22 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError(
             f"DESTINATION_RETRY_BASE ({settings.retry_base}) must not exceed "
             f"DESTINATION_RETRY_CAP ({settings.retry_cap})."
+        )
+    if not DAY <= settings.key_ttl <= 365 * DAY:
+        raise SettingsError(
+            f"DESTINATION_KEY_TTL ({settings.key_ttl:g} s) must be between one day "
+            "and one year: Courier keeps idempotency keys only that long."
+        )
+    if settings.give_up_after >= settings.key_ttl:
+        raise SettingsError(
+            f"DESTINATION_GIVE_UP_AFTER ({settings.give_up_after:g} s) must be "
+            f"shorter than DESTINATION_KEY_TTL ({settings.key_ttl:g} s), so that no "
+            "retry reaches Courier after it forgot the key."
+        )
+    if settings.record_retention < settings.payload_retention:
+        raise SettingsError(
+            "DESTINATION_RECORD_RETENTION must be at least "
+            "DESTINATION_PAYLOAD_RETENTION: records are what keeps replays deduped."
         )
     if settings.lease_seconds <= settings.send_timeout:
         raise SettingsError(

@@ -7,6 +7,7 @@ never makes the CDP time out and redeliver.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -15,16 +16,19 @@ from typing import Any
 from aiohttp import web
 
 from destination.body import BodyLimits, check_headers, parse_body, read_body
+from destination.courier import format_expiration
 from destination.errors import RequestError, StoreUnavailableError
+from destination.idempotency import encode_json
 from destination.ingest import PlannedEvent, plan_events
 from destination.log import get_logger
-from destination.runtime import runtime_key
+from destination.runtime import Runtime, runtime_key
 from destination.signature import authenticate
-from destination.store import EventOutcome
+from destination.store import EventOutcome, RejectedEvent
 
 log = get_logger(__name__)
 
 STORE_RETRY_AFTER_SECONDS = 5
+BACKPRESSURE_RETRY_AFTER_SECONDS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,7 @@ class Summary:
     def as_json(self) -> dict[str, Any]:
         names = ("accepted", "duplicates", "conflicts", "unmapped", "ignored")
         result: dict[str, Any] = {name: self.counts[name] for name in names}
+        result["expired"] = self.counts["expired"]
         result["no_recipient"] = self.counts["no_recipient"]
         result["rejected"] = self.rejected
         return result
@@ -51,11 +56,18 @@ async def handle_webhook(request: web.Request) -> web.Response:
     raw = await read_body(request, limits)
     scheme = authenticate(raw, request.headers, runtime.auth)
     parsed = parse_body(raw)
+    now = time.time()
     plan = plan_events(
-        parsed.events, runtime.validator, runtime.mappings, settings.source_id
+        parsed.events,
+        runtime.validator,
+        runtime.mappings,
+        settings.source_id,
+        expire_before=runtime.expire_before(now),
     )
     stored = [entry for entry in plan if entry.incoming is not None]
-    outcomes = await _store(request, stored)
+    if stored:
+        await _check_backpressure(runtime)
+    outcomes = await _store(runtime, stored, _rejections(plan, parsed.events), now)
     if stored:
         runtime.wake_worker()
 
@@ -76,24 +88,60 @@ async def handle_webhook(request: web.Request) -> web.Response:
     return web.json_response(summary.as_json())
 
 
+async def _check_backpressure(runtime: Runtime) -> None:
+    """Answer 503 while the outbox is deeper than the configured limit."""
+    depth = await runtime.outbox_depth()
+    limit = runtime.settings.max_outbox
+    if depth >= limit:
+        log.warning("webhook.backpressure", outbox_depth=depth, limit=limit)
+        raise RequestError(
+            503,
+            f"{depth} requests are waiting to be sent (DESTINATION_MAX_OUTBOX is "
+            f"{limit}); retry later.",
+            code="outbox_full",
+            retry_after=BACKPRESSURE_RETRY_AFTER_SECONDS,
+        )
+
+
+def _rejections(plan: list[PlannedEvent], events: list[Any]) -> list[RejectedEvent]:
+    return [
+        RejectedEvent(
+            message_id=entry.message_id,
+            payload=encode_json(events[entry.index]),
+            errors=json.dumps([error.as_json() for error in entry.errors]),
+        )
+        for entry in plan
+        if entry.disposition == "rejected"
+    ]
+
+
 async def _store(
-    request: web.Request, stored: list[PlannedEvent]
+    runtime: Runtime,
+    stored: list[PlannedEvent],
+    rejected: list[RejectedEvent],
+    now: float,
 ) -> list[EventOutcome]:
-    if not stored:
-        return []
-    runtime = request.app[runtime_key]
+    settings = runtime.settings
     incoming = [entry.incoming for entry in stored if entry.incoming is not None]
+    if not incoming and not rejected:
+        return []
     try:
         return await runtime.store.store_events(
-            runtime.settings.source_id, incoming, time.time()
+            settings.source_id,
+            incoming,
+            now,
+            key_expires_at=format_expiration(now + settings.key_ttl),
+            rejected=rejected,
         )
     except StoreUnavailableError as error:
         log.error("webhook.store_unavailable", error=str(error))
-        raise web.HTTPServiceUnavailable(
-            headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
-            text='{"error":"store_unavailable","message":"The store cannot take '
-            'events right now; retry later."}',
-            content_type="application/json",
+        if not incoming:
+            return []  # Only rejections were lost: the 400 stands.
+        raise RequestError(
+            503,
+            "The store cannot take events right now; retry later.",
+            code="store_unavailable",
+            retry_after=STORE_RETRY_AFTER_SECONDS,
         ) from None
 
 
@@ -109,7 +157,7 @@ def summarize(plan: list[PlannedEvent], outcomes: dict[int, EventOutcome]) -> Su
                     "errors": [error.as_json() for error in entry.errors],
                 }
             )
-        elif entry.disposition in ("unmapped", "ignored"):
+        elif entry.disposition in ("unmapped", "ignored", "expired"):
             counts[entry.disposition] += 1
         else:
             outcome = outcomes[entry.index]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from typing import Any
 
 import pytest
@@ -109,19 +111,18 @@ async def test_slow_api_is_ambiguous_not_failed(
     ("status", "body"),
     [
         pytest.param(400, '{"message":"bad template"}', id="400"),
-        pytest.param(409, '{"code":"idempotency_key_reused"}', id="409-other"),
         pytest.param(422, '{"message":"unprocessable"}', id="422"),
     ],
 )
 async def test_permanent_errors_fail_with_the_response(
     make_service: Any, fake: FakeCourier, status: int, body: str
 ) -> None:
-    """Other 4xx are not retried: the pair is failed with the response kept."""
+    """Other 4xx are not retried: the pair is a dead letter with the response."""
     fake.faults.append(Fault("status", status=status, body=body))
     client = await make_service()
 
     await ingest(client, make_event("m-perm"))
-    await wait_for(lambda: _count(client, "pairs_failed", 1))
+    await wait_for(lambda: _count(client, "pairs_dead_letter", 1))
 
     assert len(fake.received) == 1
     row = _outbox_row(client)
@@ -133,27 +134,32 @@ async def _count(client: Any, name: str, expected: int) -> bool:
 
 
 def _outbox_row(client: Any) -> tuple[int, str]:
-    import sqlite3
-
-    path = store_of(client).path
-    with sqlite3.connect(path) as db:
-        row = db.execute("SELECT last_status, last_error FROM outbox").fetchone()
+    row = _select(client, "SELECT last_status, last_error FROM outbox")
     return int(row[0]), str(row[1])
+
+
+def _reason(client: Any) -> str:
+    return str(_select(client, "SELECT reason FROM outbox")[0])
+
+
+def _select(client: Any, sql: str) -> Any:
+    path = store_of(client).path
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute(sql).fetchone()
 
 
 async def test_gives_up_after_the_configured_age(
     make_service: Any, fake: FakeCourier
 ) -> None:
-    """A pair still failing past the give-up age is failed, with the reason."""
+    """A pair still failing past the give-up age is a dead letter, with the reason."""
     fake.faults.extend(Fault("status", status=503) for _ in range(1000))
     client = await make_service(give_up_after=0.3)
 
     await ingest(client, make_event("m-give-up"))
-    await wait_for(lambda: _count(client, "pairs_failed", 1))
+    await wait_for(lambda: _count(client, "pairs_dead_letter", 1))
 
-    status, error = _outbox_row(client)
-    assert status == 503
-    assert error.startswith("Gave up after")
+    assert _outbox_row(client) == (503, '{"message":"injected fault"}')
+    assert _reason(client).startswith("Gave up after")
     assert fake.executed == []
 
 
@@ -174,3 +180,61 @@ async def test_dry_run_refuses_a_live_store(make_service: Any) -> None:
 
     with pytest.raises(StoreModeError, match="live"):
         await make_service(dry_run=True)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        pytest.param(500, '{"message":"Internal error"}', id="stored-500"),
+        pytest.param(409, '{"code":"idempotency_key_reused"}', id="409-other"),
+    ],
+)
+async def test_repeated_identical_answer_becomes_a_dead_letter(
+    make_service: Any, fake: FakeCourier, status: int, body: str
+) -> None:
+    """A 500 (or other 409) that comes back identical N times is a dead letter."""
+    fake.faults.extend(Fault("status", status=status, body=body) for _ in range(10))
+    client = await make_service(repeat_limit=3)
+
+    await ingest(client, make_event("m-stored-500"))
+    await wait_for(lambda: _count(client, "pairs_dead_letter", 1))
+
+    assert len(fake.received) == 3
+    assert attempts_carry_one_key_and_body(fake)
+    assert "same" in _reason(client) and str(status) in _reason(client)
+
+
+async def test_retry_after_http_date_is_honoured(
+    make_service: Any, fake: FakeCourier
+) -> None:
+    """A 503 with an HTTP-date Retry-After is retried; a malformed one falls back."""
+    from email.utils import formatdate
+
+    fake.faults.extend(
+        [
+            Fault("status", status=503, headers=(("Retry-After", formatdate()),)),
+            Fault("status", status=429, headers=(("Retry-After", "soon"),)),
+        ]
+    )
+    client = await make_service()
+
+    await ingest(client, make_event("m-date"))
+    await wait_for(lambda: _delivered(client))
+
+    assert len(fake.received) == 3 and len(fake.executed) == 1
+
+
+async def test_key_expiration_header_is_fixed_per_pair(
+    make_service: Any, fake: FakeCourier
+) -> None:
+    """x-idempotency-expiration is computed once and identical on every attempt."""
+    fake.faults.extend([Fault("status", status=503), Fault("reset")])
+    client = await make_service()
+
+    await ingest(client, make_event("m-exp"))
+    await wait_for(lambda: _delivered(client))
+
+    expirations = {r.expiration for r in fake.received}
+    assert len(expirations) == 1
+    [expiration] = expirations
+    assert expiration is not None and expiration.endswith("Z")

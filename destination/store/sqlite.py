@@ -4,7 +4,7 @@ Durability first: WAL with ``synchronous=FULL`` (a commit survives power
 loss), ``BEGIN IMMEDIATE`` for every write (so two processes on one file
 queue on the write lock instead of failing half way), and one thread that
 owns the connection, so the event loop never waits on the disk. The schema
-version lives in ``PRAGMA user_version``.
+version lives in ``PRAGMA user_version``; migrations run on open.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,14 +25,21 @@ from destination.errors import (
     StoreModeError,
     StoreUnavailableError,
 )
+from destination.idempotency import hash_body
 from destination.store import (
-    AttemptReport,
+    AttemptOutcome,
     Conflict,
-    DeliveryResult,
+    DeadLetter,
     EventOutcome,
     EventStatus,
     IncomingEvent,
     OutboxItem,
+    PurgeCounts,
+    RejectedEvent,
+    Resend,
+    ResendSource,
+    StoredEvent,
+    StoredRejection,
     StoreMode,
 )
 
@@ -48,10 +56,19 @@ MIGRATIONS: tuple[str, ...] = (
         source_id TEXT NOT NULL,
         message_id TEXT NOT NULL,
         payload_hash TEXT NOT NULL,
-        payload BLOB NOT NULL,
+        payload BLOB,
         event_time REAL,
         received_at REAL NOT NULL,
         UNIQUE (source_id, message_id)
+    );
+    CREATE INDEX events_received ON events (received_at);
+    CREATE TABLE rejected_events (
+        id INTEGER PRIMARY KEY,
+        source_id TEXT NOT NULL,
+        message_id TEXT,
+        payload BLOB NOT NULL,
+        errors TEXT NOT NULL,
+        received_at REAL NOT NULL
     );
     CREATE TABLE pairs (
         id INTEGER PRIMARY KEY,
@@ -60,16 +77,20 @@ MIGRATIONS: tuple[str, ...] = (
         mapping TEXT NOT NULL,
         payload_hash TEXT NOT NULL,
         generation INTEGER NOT NULL DEFAULT 0,
-        idempotency_key TEXT NOT NULL UNIQUE,
+        idempotency_key TEXT NOT NULL,
+        key_expires_at TEXT,
+        body_hash TEXT,
         status TEXT NOT NULL,
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL,
         UNIQUE (source_id, message_id, mapping)
     );
+    CREATE INDEX pairs_status ON pairs (status, updated_at);
     CREATE TABLE outbox (
         id INTEGER PRIMARY KEY,
-        pair_id INTEGER NOT NULL REFERENCES pairs (id),
+        pair_id INTEGER NOT NULL REFERENCES pairs (id) ON DELETE CASCADE,
         idempotency_key TEXT NOT NULL,
+        key_expires_at TEXT NOT NULL,
         path TEXT NOT NULL,
         body BLOB NOT NULL,
         state TEXT NOT NULL,
@@ -79,13 +100,25 @@ MIGRATIONS: tuple[str, ...] = (
         lease_expires_at REAL,
         last_status INTEGER,
         last_error TEXT,
+        last_error_hash TEXT,
+        same_error_count INTEGER NOT NULL DEFAULT 0,
+        reason TEXT,
         response_id TEXT,
         created_at REAL NOT NULL,
         finished_at REAL
     );
     CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+    CREATE INDEX outbox_pair ON outbox (pair_id);
     """,
 )
+
+# Pair status once an attempt of the given kind is recorded; None: still pending.
+_PAIR_STATUS = {
+    "delivered": "delivered",
+    "dry_run": "dry_run",
+    "dead_letter": "dead_letter",
+}
+_OUTBOX_STATE = {"delivered": "done", "dry_run": "done", "dead_letter": "dead"}
 
 
 def sqlite_path(database_url: str) -> Path:
@@ -126,9 +159,14 @@ class SQLiteStore:
             # Locked, busy, full or read-only: the data is fine, the disk or
             # another writer is not; the caller answers 503 and the CDP retries.
             raise StoreUnavailableError(
-                f"The SQLite store at {str(self.path)!r} cannot be written now: "
-                f"{error}."
+                f"The SQLite store at {str(self.path)!r} cannot be used now: {error}."
             ) from error
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._transaction, work)
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(lambda: work(self._db()))
 
     # The methods below run on the store's own thread.
 
@@ -147,53 +185,44 @@ class SQLiteStore:
         connection.execute("PRAGMA synchronous = FULL")
         connection.execute("PRAGMA foreign_keys = ON")
         self._connection = connection
-        self._migrate()
-        self._check_mode()
+        self._transaction(self._migrate)
+        stored = self._transaction(self._stamp_mode)
+        if stored != self.mode:
+            raise StoreModeError(
+                f"The store at {str(self.path)!r} was written by a {stored} "
+                f"service and cannot be used for a {self.mode} one; point "
+                "DATABASE_URL at another file."
+            )
 
     def _close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
 
-    def _migrate(self) -> None:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise StoreError(
-                    f"The store at {str(self.path)!r} has schema version {version}, "
-                    f"newer than this destination ({len(MIGRATIONS)}); upgrade it."
-                )
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"The store at {str(self.path)!r} has schema version {version}, "
+                f"newer than this destination ({len(MIGRATIONS)}); upgrade it."
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in script.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
 
-    def _check_mode(self) -> None:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('mode', ?)",
-                (self.mode,),
-            )
-            stored = db.execute("SELECT value FROM meta WHERE key = 'mode'").fetchone()
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        if stored[0] != self.mode:
-            raise StoreModeError(
-                f"The store at {str(self.path)!r} was written by a {stored[0]} "
-                f"service and cannot be used for a {self.mode} one; point "
-                "DATABASE_URL at another file."
-            )
+    def _stamp_mode(self, db: sqlite3.Connection) -> str:
+        db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('mode', ?)", (self.mode,)
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)",
+            (repr(time.time()),),
+        )
+        return str(
+            db.execute("SELECT value FROM meta WHERE key = 'mode'").fetchone()[0]
+        )
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         db = self._db()
@@ -207,12 +236,29 @@ class SQLiteStore:
         return result
 
     async def store_events(
-        self, source_id: str, events: list[IncomingEvent], now: float
+        self,
+        source_id: str,
+        events: Sequence[IncomingEvent],
+        now: float,
+        *,
+        key_expires_at: str,
+        rejected: Sequence[RejectedEvent] = (),
     ) -> list[EventOutcome]:
         def work(db: sqlite3.Connection) -> list[EventOutcome]:
-            return [_store_event(db, source_id, event, now) for event in events]
+            db.executemany(
+                """
+                INSERT INTO rejected_events
+                    (source_id, message_id, payload, errors, received_at)
+                VALUES (?, ?, ?, ?, ?)
+                """,
+                [(source_id, r.message_id, r.payload, r.errors, now) for r in rejected],
+            )
+            return [
+                _store_event(db, source_id, event, now, key_expires_at)
+                for event in events
+            ]
 
-        return await self._run(self._transaction, work)
+        return await self._write(work)
 
     async def claim_due(
         self, limit: int, lease_seconds: float, now: float
@@ -231,122 +277,326 @@ class SQLiteStore:
                     ORDER BY next_attempt_at, id
                     LIMIT ?
                 )
-                RETURNING id, idempotency_key, path, body, attempts, created_at
+                RETURNING id, pair_id, idempotency_key, key_expires_at, path, body,
+                          attempts, created_at, last_error_hash, same_error_count
                 """,
                 (token, now + lease_seconds, now, now, limit),
             ).fetchall()
-            return [
-                OutboxItem(
-                    id=row[0],
-                    idempotency_key=row[1],
-                    path=row[2],
-                    body=row[3],
-                    attempts=row[4],
-                    created_at=row[5],
-                    lease_token=token,
-                )
-                for row in rows
-            ]
+            return [_outbox_item(row, token) for row in rows]
 
-        return await self._run(self._transaction, work)
+        return await self._write(work)
 
-    async def record_finished(
-        self,
-        item: OutboxItem,
-        result: DeliveryResult,
-        report: AttemptReport,
-        now: float,
+    async def record_attempt(
+        self, item: OutboxItem, outcome: AttemptOutcome, now: float
     ) -> bool:
         def work(db: sqlite3.Connection) -> bool:
+            finished = outcome.kind != "retry"
             cursor = db.execute(
                 """
                 UPDATE outbox
-                SET state = 'done', finished_at = ?, last_status = ?,
-                    last_error = ?, response_id = ?,
-                    lease_token = NULL, lease_expires_at = NULL
+                SET state = ?, next_attempt_at = COALESCE(?, next_attempt_at),
+                    finished_at = ?, last_status = ?, last_error = ?,
+                    last_error_hash = ?, same_error_count = ?, reason = ?,
+                    response_id = ?, lease_token = NULL, lease_expires_at = NULL
                 WHERE id = ? AND lease_token = ?
                 """,
                 (
-                    now,
-                    report.status,
-                    report.error,
-                    report.response_id,
+                    _OUTBOX_STATE.get(outcome.kind, "pending"),
+                    outcome.next_attempt_at,
+                    now if finished else None,
+                    outcome.report.status,
+                    outcome.report.error,
+                    outcome.error_hash,
+                    outcome.same_error_count,
+                    outcome.reason,
+                    outcome.report.response_id,
                     item.id,
                     item.lease_token,
                 ),
             )
             if cursor.rowcount != 1:
                 return False
-            db.execute(
-                """
-                UPDATE pairs SET status = ?, updated_at = ?
-                WHERE id = (SELECT pair_id FROM outbox WHERE id = ?)
-                """,
-                (result, now, item.id),
-            )
+            if finished:
+                db.execute(
+                    "UPDATE pairs SET status = ?, updated_at = ? WHERE id = ?",
+                    (_PAIR_STATUS[outcome.kind], now, item.pair_id),
+                )
             return True
 
-        return await self._run(self._transaction, work)
+        return await self._write(work)
 
-    async def record_retry(
-        self, item: OutboxItem, next_attempt_at: float, report: AttemptReport
-    ) -> bool:
-        def work(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
+    async def release(self, items: Sequence[OutboxItem]) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
                 """
-                UPDATE outbox
-                SET next_attempt_at = ?, last_status = ?, last_error = ?,
-                    lease_token = NULL, lease_expires_at = NULL
+                UPDATE outbox SET lease_token = NULL, lease_expires_at = NULL
                 WHERE id = ? AND lease_token = ?
                 """,
-                (
-                    next_attempt_at,
-                    report.status,
-                    report.error,
-                    item.id,
-                    item.lease_token,
-                ),
+                [(item.id, item.lease_token) for item in items],
             )
-            return cursor.rowcount == 1
 
-        return await self._run(self._transaction, work)
+        await self._write(work)
 
     async def next_due_at(self) -> float | None:
-        def work() -> float | None:
-            row = (
-                self._db()
-                .execute(
-                    """
-                    SELECT MIN(MAX(next_attempt_at, COALESCE(lease_expires_at, 0)))
-                    FROM outbox WHERE state = 'pending'
-                    """
-                )
-                .fetchone()
-            )
+        def work(db: sqlite3.Connection) -> float | None:
+            row = db.execute(
+                """
+                SELECT MIN(MAX(next_attempt_at, COALESCE(lease_expires_at, 0)))
+                FROM outbox WHERE state = 'pending'
+                """
+            ).fetchone()
             return None if row[0] is None else float(row[0])
 
-        return await self._run(work)
+        return await self._read(work)
+
+    async def outbox_depth(self) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            sql = "SELECT COUNT(*) FROM outbox WHERE state = 'pending'"
+            return int(db.execute(sql).fetchone()[0])
+
+        return await self._read(work)
 
     async def counts(self) -> dict[str, int]:
-        def work() -> dict[str, int]:
-            db = self._db()
+        def work(db: sqlite3.Connection) -> dict[str, int]:
             counts = {
                 f"pairs_{status}": number
                 for status, number in db.execute(
                     "SELECT status, COUNT(*) FROM pairs GROUP BY status"
                 )
             }
-            counts["outbox_pending"] = db.execute(
-                "SELECT COUNT(*) FROM outbox WHERE state = 'pending'"
-            ).fetchone()[0]
+            for state, number in db.execute(
+                "SELECT state, COUNT(*) FROM outbox GROUP BY state"
+            ):
+                counts[f"outbox_{state}"] = number
+            counts.setdefault("outbox_pending", 0)
             counts["events"] = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
             return counts
 
-        return await self._run(work)
+        return await self._read(work)
+
+    async def list_dead_letters(self, limit: int) -> list[DeadLetter]:
+        def work(db: sqlite3.Connection) -> list[DeadLetter]:
+            rows = db.execute(
+                """
+                SELECT p.id, p.source_id, p.message_id, p.mapping, p.generation,
+                       p.idempotency_key, o.attempts, o.last_status, o.last_error,
+                       o.reason, p.updated_at
+                FROM pairs p
+                JOIN outbox o ON o.id = (
+                    SELECT MAX(id) FROM outbox WHERE pair_id = p.id
+                )
+                WHERE p.status = 'dead_letter'
+                ORDER BY p.updated_at, p.id
+                LIMIT ?
+                """,
+                (limit,),
+            ).fetchall()
+            return [DeadLetter(*row) for row in rows]
+
+        return await self._read(work)
+
+    async def resend_sources(
+        self, pair_ids: Sequence[int] | None
+    ) -> list[ResendSource]:
+        def work(db: sqlite3.Connection) -> list[ResendSource]:
+            sql = """
+                SELECT p.id, p.source_id, p.message_id, p.mapping, p.generation,
+                       p.body_hash, p.key_expires_at, e.payload
+                FROM pairs p
+                LEFT JOIN events e
+                  ON e.source_id = p.source_id AND e.message_id = p.message_id
+                WHERE p.status = 'dead_letter'
+            """
+            if pair_ids is None:
+                rows = db.execute(sql + " ORDER BY p.id").fetchall()
+            else:
+                marks = ",".join("?" * len(pair_ids))
+                rows = db.execute(
+                    sql + f" AND p.id IN ({marks}) ORDER BY p.id", tuple(pair_ids)
+                ).fetchall()
+            return [ResendSource(*row) for row in rows]
+
+        return await self._read(work)
+
+    async def resend(self, resend: Resend, now: float) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                """
+                UPDATE pairs
+                SET status = 'pending', generation = ?, idempotency_key = ?,
+                    key_expires_at = ?, body_hash = ?, updated_at = ?
+                WHERE id = ? AND status = 'dead_letter'
+                """,
+                (
+                    resend.generation,
+                    resend.idempotency_key,
+                    resend.key_expires_at,
+                    resend.body_hash,
+                    now,
+                    resend.pair_id,
+                ),
+            )
+            if cursor.rowcount != 1:
+                return False
+            _insert_outbox(
+                db,
+                resend.pair_id,
+                resend.idempotency_key,
+                resend.key_expires_at,
+                resend.path,
+                resend.body,
+                now,
+            )
+            return True
+
+        return await self._write(work)
+
+    async def purge_dead_letters(self, failed_before: float) -> int:
+        # The pair record stays, as "discarded", so that a replay of the same
+        # event still counts it a duplicate instead of sending it again.
+        def work(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                """
+                UPDATE pairs SET status = 'discarded'
+                WHERE status = 'dead_letter' AND updated_at < ?
+                RETURNING id
+                """,
+                (failed_before,),
+            )
+            ids = [(row[0],) for row in cursor.fetchall()]
+            db.executemany("DELETE FROM outbox WHERE pair_id = ?", ids)
+            return len(ids)
+
+        return await self._write(work)
+
+    async def purge(self, payloads_before: float, records_before: float) -> PurgeCounts:
+        def work(db: sqlite3.Connection) -> PurgeCounts:
+            outbox = db.execute(
+                "DELETE FROM outbox WHERE state = 'done' AND finished_at < ?",
+                (payloads_before,),
+            ).rowcount
+            # A payload is kept while any of its pairs may still need it: to
+            # send, or to be re-rendered by a dead-letter retry.
+            payloads = db.execute(
+                """
+                UPDATE events SET payload = NULL
+                WHERE payload IS NOT NULL AND received_at < ?
+                  AND NOT EXISTS (
+                    SELECT 1 FROM pairs p
+                    WHERE p.source_id = events.source_id
+                      AND p.message_id = events.message_id
+                      AND p.status IN ('pending', 'dead_letter')
+                  )
+                """,
+                (payloads_before,),
+            ).rowcount
+            pairs = db.execute(
+                """
+                DELETE FROM pairs
+                WHERE updated_at < ? AND status NOT IN ('pending', 'dead_letter')
+                """,
+                (records_before,),
+            ).rowcount
+            db.execute(
+                "DELETE FROM events WHERE received_at < ? AND payload IS NULL",
+                (records_before,),
+            )
+            rejected = db.execute(
+                "DELETE FROM rejected_events WHERE received_at < ?", (payloads_before,)
+            ).rowcount
+            return PurgeCounts(payloads, outbox, pairs, rejected)
+
+        return await self._write(work)
+
+    async def existing_pairs(
+        self, source_id: str, message_ids: Sequence[str]
+    ) -> set[tuple[str, str]]:
+        def work(db: sqlite3.Connection) -> set[tuple[str, str]]:
+            found: set[tuple[str, str]] = set()
+            for start in range(0, len(message_ids), 500):
+                chunk = tuple(message_ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                # Only "?" placeholders are formatted in; values stay bound.
+                rows = db.execute(
+                    f"""
+                    SELECT message_id, mapping FROM pairs
+                    WHERE source_id = ? AND message_id IN ({marks})
+                    """,  # noqa: S608
+                    (source_id, *chunk),
+                )
+                found.update((str(m), str(n)) for m, n in rows)
+            return found
+
+        return await self._read(work)
+
+    async def export_events(self, after_id: int, limit: int) -> list[StoredEvent]:
+        def work(db: sqlite3.Connection) -> list[StoredEvent]:
+            rows = db.execute(
+                """
+                SELECT id, source_id, payload, received_at FROM events
+                WHERE id > ? AND payload IS NOT NULL ORDER BY id LIMIT ?
+                """,
+                (after_id, limit),
+            ).fetchall()
+            return [StoredEvent(*row) for row in rows]
+
+        return await self._read(work)
+
+    async def export_rejected(self, after_id: int, limit: int) -> list[StoredRejection]:
+        def work(db: sqlite3.Connection) -> list[StoredRejection]:
+            rows = db.execute(
+                """
+                SELECT id, source_id, payload, errors, received_at
+                FROM rejected_events WHERE id > ? ORDER BY id LIMIT ?
+                """,
+                (after_id, limit),
+            ).fetchall()
+            return [StoredRejection(*row) for row in rows]
+
+        return await self._read(work)
+
+    async def get_meta(self, key: str) -> str | None:
+        def work(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(work)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                """
+                INSERT INTO meta (key, value) VALUES (?, ?)
+                ON CONFLICT (key) DO UPDATE SET value = excluded.value
+                """,
+                (key, value),
+            )
+
+        await self._write(work)
+
+
+def _outbox_item(row: Sequence[Any], token: str) -> OutboxItem:
+    return OutboxItem(
+        id=row[0],
+        pair_id=row[1],
+        idempotency_key=row[2],
+        key_expires_at=row[3],
+        path=row[4],
+        body=row[5],
+        attempts=row[6],
+        created_at=row[7],
+        lease_token=token,
+        last_error_hash=row[8],
+        same_error_count=row[9],
+    )
 
 
 def _store_event(
-    db: sqlite3.Connection, source_id: str, event: IncomingEvent, now: float
+    db: sqlite3.Connection,
+    source_id: str,
+    event: IncomingEvent,
+    now: float,
+    key_expires_at: str,
 ) -> EventOutcome:
     """Insert one event's records; first wins for every (event, mapping) pair."""
     db.execute(
@@ -369,11 +619,13 @@ def _store_event(
     conflicts: list[Conflict] = []
     for send in event.sends:
         status = "pending" if send.body is not None else "no_recipient"
+        body_hash = None if send.body is None else hash_body(send.body)
         row = db.execute(
             """
             INSERT INTO pairs (source_id, message_id, mapping, payload_hash,
-                               idempotency_key, status, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                               idempotency_key, key_expires_at, body_hash, status,
+                               created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (source_id, message_id, mapping) DO NOTHING
             RETURNING id
             """,
@@ -383,6 +635,8 @@ def _store_event(
                 send.mapping,
                 event.payload_hash,
                 send.idempotency_key,
+                key_expires_at,
+                body_hash,
                 status,
                 now,
                 now,
@@ -396,13 +650,8 @@ def _store_event(
         if send.body is None:
             no_recipient += 1
             continue
-        db.execute(
-            """
-            INSERT INTO outbox (pair_id, idempotency_key, path, body, state,
-                                next_attempt_at, created_at)
-            VALUES (?, ?, ?, ?, 'pending', ?, ?)
-            """,
-            (row[0], send.idempotency_key, send.path, send.body, now, now),
+        _insert_outbox(
+            db, row[0], send.idempotency_key, key_expires_at, send.path, send.body, now
         )
         enqueued += 1
 
@@ -411,6 +660,25 @@ def _store_event(
         enqueued=enqueued,
         no_recipient=no_recipient,
         conflicts=tuple(conflicts),
+    )
+
+
+def _insert_outbox(
+    db: sqlite3.Connection,
+    pair_id: int,
+    key: str,
+    key_expires_at: str,
+    path: str,
+    body: bytes,
+    now: float,
+) -> None:
+    db.execute(
+        """
+        INSERT INTO outbox (pair_id, idempotency_key, key_expires_at, path, body,
+                            state, next_attempt_at, created_at)
+        VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)
+        """,
+        (pair_id, key, key_expires_at, path, body, now, now),
     )
 
 
