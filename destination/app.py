@@ -51,7 +51,10 @@ def create_app(
         validator=validator,
         mappings=mappings,
         store=create_store(
-            settings.database_url, mode, busy_timeout=settings.store_busy_timeout
+            settings.database_url,
+            mode,
+            busy_timeout=settings.store_busy_timeout,
+            migrate=settings.migrate,
         ),
     )
     # Bodies are read, bounded and inflated by the webhook handler itself;

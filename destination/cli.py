@@ -6,7 +6,9 @@ Exit codes are in ``destination.errors``; errors become exit codes here only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from destination.app import create_app
+from destination.dead_letters import register as register_dead_letters
+from destination.delivery import run_delivery
 from destination.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -26,6 +30,7 @@ from destination.errors import (
 from destination.fake_courier import FakeCourier, create_fake_courier_app
 from destination.log import configure_logging, get_logger
 from destination.mapping import MappingSet, load_mappings
+from destination.retention import purge_periodically
 from destination.settings import (
     LOCAL_SECRET_FILE,
     Settings,
@@ -33,11 +38,12 @@ from destination.settings import (
     load_settings,
     with_dry_run_database,
 )
+from destination.store import StoreMode, create_store
 from destination.validation import create_validator
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 # Each adds one subcommand whose ``handler(args)`` returns an exit code.
-COMMANDS: tuple[Register, ...] = ()
+COMMANDS: tuple[Register, ...] = (register_dead_letters,)
 
 log = get_logger(__name__)
 
@@ -71,11 +77,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="record requests in a separate store and never send them",
     )
     serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="only take events; leave delivery to `destination worker` processes",
+    )
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        default=None,
+        help="apply PostgreSQL migrations on start (DESTINATION_MIGRATE)",
+    )
+    serve.add_argument(
         "--local",
         action="store_true",
         help="for a first try: bind 127.0.0.1, generate a shared secret in "
         f"{LOCAL_SECRET_FILE}, and dry-run unless COURIER_AUTH_TOKEN is set",
     )
+
+    worker = commands.add_parser(
+        "worker", help="deliver from the store, without taking events"
+    )
+    worker.set_defaults(handler=_worker)
+    worker.add_argument("--database-url", help="store location (DATABASE_URL)")
+    worker.add_argument("--dry-run", action="store_true", default=None)
+    worker.add_argument("--migrate", action="store_true", default=None)
 
     fake = commands.add_parser(
         "fake-courier", help="run a local stand-in for the notification API"
@@ -117,6 +142,8 @@ def _serve(args: argparse.Namespace) -> int:
         "source_id": args.source_id,
         "allow_unsigned": args.allow_unsigned,
         "dry_run": args.dry_run,
+        "migrate": args.migrate,
+        "run_worker": False if args.no_worker else None,
     }
     if args.local:
         local, created = apply_local_defaults(os.environ)
@@ -127,7 +154,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     validator = create_validator()
     mappings = _load_mappings(settings)
-    app = create_app(settings, validator=validator, mappings=mappings)
+    app = create_app(
+        settings,
+        validator=validator,
+        mappings=mappings,
+        run_worker=settings.run_worker,
+    )
     log.info(
         "service.starting",
         host=settings.host,
@@ -151,6 +183,49 @@ def _serve(args: argparse.Namespace) -> int:
         print=None,
     )
     return EXIT_OK
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = with_dry_run_database(
+        load_settings(
+            role="worker",
+            database_url=args.database_url,
+            dry_run=args.dry_run,
+            migrate=args.migrate,
+        )
+    )
+    log.info(
+        "worker.starting",
+        database_url=_redact_url(settings.database_url),
+        dry_run=settings.dry_run,
+    )
+    asyncio.run(run_worker_until_stopped(settings))
+    return EXIT_OK
+
+
+async def run_worker_until_stopped(settings: Settings) -> None:
+    """Deliver and purge until SIGTERM or SIGINT, then finish sends in flight."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    mode: StoreMode = "dry-run" if settings.dry_run else "live"
+    store = create_store(
+        settings.database_url,
+        mode,
+        busy_timeout=settings.store_busy_timeout,
+        migrate=settings.migrate,
+    )
+    await store.open()
+    try:
+        purging = asyncio.create_task(purge_periodically(store, settings))
+        async with run_delivery(settings, store):
+            await stop.wait()
+        purging.cancel()
+        await asyncio.gather(purging, return_exceptions=True)
+    finally:
+        await store.close()
+    log.info("worker.stopped")
 
 
 def _announce_local_secret(created: str | None) -> None:

@@ -66,6 +66,8 @@ class FakeCourier:
 
     auth_token: str | None = None
     echo: TextIO | None = None
+    # When set, a send naming another template is refused with 400.
+    known_templates: frozenset[str] | None = None
     faults: deque[Fault] = field(default_factory=deque)
     received: list[ReceivedRequest] = field(default_factory=list)
     executed: list[ReceivedRequest] = field(default_factory=list)
@@ -130,9 +132,13 @@ class FakeCourier:
         self, request: web.Request, body: bytes, key: str | None
     ) -> web.Response:
         try:
-            json.loads(body)
+            document = json.loads(body)
         except ValueError:
             return self._answer(request, body, key, 400, '{"message":"Invalid JSON"}')
+        template = _template_of(document)
+        if self.known_templates is not None and template not in self.known_templates:
+            answer = json.dumps({"message": f"Notification {template!r} not found"})
+            return self._answer(request, body, key, 400, answer)
         body_hash = hashlib.sha256(body).hexdigest()
         stored = self._stored.get(key) if key is not None else None
         if stored is not None and stored.body_hash != body_hash:
@@ -188,6 +194,15 @@ class FakeCourier:
                 file=self.echo,
                 flush=True,
             )
+
+
+def _template_of(document: Any) -> Any:
+    if not isinstance(document, dict):
+        return None
+    message = document.get("message")
+    if isinstance(message, dict):
+        return message.get("template")
+    return document.get("event")
 
 
 def create_fake_courier_app(fake: FakeCourier) -> web.Application:

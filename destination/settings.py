@@ -12,10 +12,12 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from destination.errors import SettingsError
+
+Role = Literal["serve", "worker", "tool"]
 
 DAY = 24 * 3600.0
 DEFAULT_DATABASE_URL = "sqlite:///data/destination.db"
@@ -162,11 +164,15 @@ ENVIRONMENT_NAMES = tuple(name for name, _, _ in _ENVIRONMENT)
 
 
 def load_settings(
-    environ: Mapping[str, str] | None = None, **overrides: Any
+    environ: Mapping[str, str] | None = None,
+    *,
+    role: Role = "serve",
+    **overrides: Any,
 ) -> Settings:
     """Build settings from ``environ`` (default: the process environment).
 
     ``overrides`` are flag values; ``None`` means the flag was not given.
+    ``role`` says what will run: the checks differ (see ``check_settings``).
     """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -181,22 +187,25 @@ def load_settings(
     values.update({k: v for k, v in overrides.items() if v is not None})
 
     settings = Settings(**values)
-    check_settings(settings)
+    check_settings(settings, role)
     return settings
 
 
-def check_settings(settings: Settings) -> None:
-    """Refuse combinations that would run the service unsafely or uselessly."""
-    if (
-        not settings.shared_secrets
-        and not settings.token
-        and not settings.allow_unsigned
+def check_settings(settings: Settings, role: Role = "serve") -> None:
+    """Refuse combinations that would run the service unsafely or uselessly.
+
+    Only ``serve`` takes events, so only it needs credentials; ``serve`` and
+    ``worker`` send, so they need a Courier token or a dry run; ``tool`` (the
+    commands that read or fix the store) needs neither.
+    """
+    if role == "serve" and not (
+        settings.shared_secrets or settings.token or settings.allow_unsigned
     ):
         raise SettingsError(
             "DESTINATION_SHARED_SECRET or DESTINATION_TOKEN must be set so that only "
             "your CDP can post events; pass --allow-unsigned to accept anyone."
         )
-    if not settings.courier_auth_token and not settings.dry_run:
+    if role != "tool" and not settings.courier_auth_token and not settings.dry_run:
         raise SettingsError(
             "COURIER_AUTH_TOKEN is not set; set it, or pass --dry-run to record "
             "requests without sending them."

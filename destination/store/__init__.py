@@ -250,9 +250,18 @@ class Store(Protocol):
 
 
 def create_store(
-    database_url: str, mode: StoreMode, *, busy_timeout: float = 5.0
+    database_url: str,
+    mode: StoreMode,
+    *,
+    busy_timeout: float = 5.0,
+    migrate: bool = False,
 ) -> Store:
-    """The backend a ``DATABASE_URL`` names; ``busy_timeout`` bounds lock waits."""
+    """The backend a ``DATABASE_URL`` names; ``busy_timeout`` bounds lock waits.
+
+    SQLite is embedded and always migrates on open; PostgreSQL is shared, so
+    it migrates only when asked (``migrate``) and otherwise refuses a schema
+    that is behind.
+    """
     scheme = urlsplit(database_url).scheme
     if scheme == "sqlite":
         from destination.store.sqlite import SQLiteStore, sqlite_path
@@ -261,7 +270,9 @@ def create_store(
     if scheme in ("postgresql", "postgres"):
         from destination.store.postgres import PostgresStore
 
-        return PostgresStore(database_url, mode, lock_timeout=busy_timeout)
+        return PostgresStore(
+            database_url, mode, lock_timeout=busy_timeout, migrate=migrate
+        )
     raise SettingsError(
         f"DATABASE_URL scheme {scheme!r} is not supported; use "
         "sqlite:///relative/path.db, sqlite:////absolute/path.db or "
