@@ -10,7 +10,11 @@ It models what matters for exactly-once delivery:
 - while a request is executing, another with the same key gets
   ``409 concurrent_idempotent_requests``;
 - a gate can hold every request until a test opens it, and a delay can make
-  execution slower than the client's timeout.
+  execution slower than the client's timeout;
+- a "stale" fault answers normally, then closes the kept-alive connection
+  behind the client's back, as a server's idle timeout does;
+- a send naming one of ``failing_templates`` executes *and fails* with 500,
+  and that stored 500 is replayed for its key, as Courier does.
 
 ``destination fake-courier`` runs it and prints one line per request.
 """
@@ -26,7 +30,7 @@ from typing import Any, Literal, TextIO
 
 from aiohttp import web
 
-FaultKind = Literal["status", "reset", "delay"]
+FaultKind = Literal["status", "reset", "delay", "stale"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,7 @@ class FakeCourier:
     echo: TextIO | None = None
     # When set, a send naming another template is refused with 400.
     known_templates: frozenset[str] | None = None
+    failing_templates: frozenset[str] = frozenset()
     faults: deque[Fault] = field(default_factory=deque)
     received: list[ReceivedRequest] = field(default_factory=list)
     executed: list[ReceivedRequest] = field(default_factory=list)
@@ -110,6 +115,8 @@ class FakeCourier:
         if key is not None and key in self._executing:
             answer = '{"code":"concurrent_idempotent_requests"}'
             return self._answer(request, body, key, 409, answer)
+        if fault is not None and fault.kind == "stale" and request.transport:
+            asyncio.get_running_loop().call_later(0.005, request.transport.close)
         delay = fault.seconds if fault is not None and fault.kind == "delay" else 0.0
         # Like the real API, execution goes on when the client hangs up.
         execution = asyncio.create_task(self._execute_after(delay, request, body, key))
@@ -151,10 +158,12 @@ class FakeCourier:
 
         recorded = ReceivedRequest(request.path, key, None, body, "executed")
         self.executed.append(recorded)
-        answer = json.dumps({"requestId": f"1-fake-{len(self.executed):06d}"})
+        status, answer = 202, json.dumps({"requestId": f"1-fake-{len(self.executed)}"})
+        if template in self.failing_templates:
+            status, answer = 500, '{"message":"Internal Server Error"}'
         if key is not None:
-            self._stored[key] = _Stored(body_hash, 202, answer)
-        return self._answer(request, body, key, 202, answer, outcome="executed")
+            self._stored[key] = _Stored(body_hash, status, answer)
+        return self._answer(request, body, key, status, answer, outcome="executed")
 
     def _answer(
         self,

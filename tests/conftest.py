@@ -108,6 +108,7 @@ def settings(tmp_path: Path, courier_server: TestServer) -> Settings:
         poll_interval=0.05,
         lease_seconds=3.0,
         shutdown_timeout=2.0,
+        breaker_cooldown=0.1,
     )
 
 
