@@ -30,6 +30,7 @@ from destination.errors import (
 from destination.fake_courier import FakeCourier, create_fake_courier_app
 from destination.log import configure_logging, get_logger
 from destination.mapping import MappingSet, load_mappings
+from destination.migrate_command import register as register_migrate
 from destination.retention import purge_periodically
 from destination.settings import (
     LOCAL_SECRET_FILE,
@@ -43,7 +44,7 @@ from destination.validation import create_validator
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 # Each adds one subcommand whose ``handler(args)`` returns an exit code.
-COMMANDS: tuple[Register, ...] = (register_dead_letters,)
+COMMANDS: tuple[Register, ...] = (register_dead_letters, register_migrate)
 
 log = get_logger(__name__)
 

@@ -91,6 +91,10 @@ class FakeCourier:
     def release(self) -> None:
         self.gate.set()
 
+    def executing(self) -> int:
+        """How many requests are executing right now."""
+        return len(self._executing)
+
     def executed_keys(self) -> list[str | None]:
         return [request.idempotency_key for request in self.executed]
 

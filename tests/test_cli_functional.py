@@ -210,3 +210,41 @@ def test_refuses_broken_mappings(tmp_path: Path) -> None:
 
     assert code == 1
     assert "bad.yaml:3" in log.read_text()
+
+
+async def test_sigterm_finishes_sends_in_flight(
+    tmp_path: Path, fake: FakeCourier, courier_server: TestServer
+) -> None:
+    """SIGTERM: the worker finishes its current sends and records them; exit 0."""
+    from destination.fake_courier import Fault
+
+    fake.faults.extend(Fault("delay", seconds=0.5) for _ in range(5))
+    port = free_port()
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'term.db'}",
+        "DESTINATION_SHARED_SECRET": SECRET,
+        "COURIER_BASE_URL": str(courier_server.make_url("")).rstrip("/"),
+        "COURIER_AUTH_TOKEN": COURIER_TOKEN,
+        "DESTINATION_MAPPINGS": str(REPO / "tests" / "data" / "mappings"),
+        "DESTINATION_POLL_INTERVAL": "0.05",
+        "PORT": str(port),
+    }
+    log = tmp_path / "service.log"
+    service = start(["serve", "--host", "127.0.0.1"], cwd=tmp_path, env=env, log=log)
+    wait_until_healthy(port, service)
+    _post_signed(port, [make_event(f"m-term-{i}") for i in range(5)])
+    await wait_for(lambda: fake.executing() == 5)
+
+    service.send_signal(signal.SIGTERM)
+    await wait_for(lambda: service.poll() is not None, within=30)
+    restarted = start(["serve", "--host", "127.0.0.1"], cwd=tmp_path, env=env, log=log)
+    try:
+        wait_until_healthy(port, restarted)
+        await _drain(port)
+    finally:
+        stop(restarted)
+
+    assert service.returncode == 0
+    assert len(fake.executed) == 5
+    assert len(fake.received) == 5, "a finished send was sent again after restart"
+    assert "delivery.stopped" in log.read_text()

@@ -43,9 +43,7 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(credentials).decode("ascii")
 
 
-def refusal(
-    body: bytes, headers: dict[str, str], config: AuthConfig
-) -> RequestError:
+def refusal(body: bytes, headers: dict[str, str], config: AuthConfig) -> RequestError:
     with pytest.raises(RequestError) as caught:
         authenticate(body, headers, config)
     return caught.value
@@ -238,9 +236,7 @@ def test_x_signature_is_checked_on_raw_bytes_not_reserialised_json() -> None:
         ),
     ],
 )
-def test_s1_accepted_cases(
-    body: bytes, headers: dict[str, str], expected: str
-) -> None:
+def test_s1_accepted_cases(body: bytes, headers: dict[str, str], expected: str) -> None:
     """S1 (a)-(c): each scheme Segment uses is accepted and named."""
     scheme = authenticate(body, headers, SIGNED)
 
