@@ -57,6 +57,11 @@ class Runtime:
             self._depth = (now, depth)
         return depth
 
+    def note_enqueued(self, count: int) -> None:
+        """Count our own new rows at once, so the limit holds between lookups."""
+        checked_at, depth = self._depth
+        self._depth = (checked_at, depth + count)
+
 
 DEPTH_CACHE_SECONDS = 1.0
 

@@ -69,6 +69,7 @@ async def handle_webhook(request: web.Request) -> web.Response:
         await _check_backpressure(runtime)
     outcomes = await _store(runtime, stored, _rejections(plan, parsed.events), now)
     if stored:
+        runtime.note_enqueued(sum(outcome.enqueued for outcome in outcomes))
         runtime.wake_worker()
 
     summary = summarize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from structlog.testing import capture_logs
 
 from destination.fake_courier import FakeCourier
 from destination.idempotency import derive_idempotency_key
+from destination.runtime import runtime_key
 from destination.signature import sign
 from tests.conftest import (
     SECRET,
@@ -679,3 +681,42 @@ async def test_health_and_metrics(make_service: Any) -> None:
     assert health.status == 200
     assert 'destination_events_total{outcome="accepted"} 1' in metrics
     assert 'destination_events_total{outcome="rejected"} 1' in metrics
+
+
+async def test_deep_outbox_answers_503(make_service: Any, fake: FakeCourier) -> None:
+    """Back-pressure: past DESTINATION_MAX_OUTBOX ingest answers 503 Retry-After."""
+    fake.hold()
+    client = await make_service(max_outbox=2)
+
+    first = await post(client, compact([make_event("m-bp-1"), make_event("m-bp-2")]))
+    refused = await client.post(
+        "/webhook",
+        data=compact(make_event("m-bp-3")),
+        headers=signed_headers(compact(make_event("m-bp-3"))),
+    )
+    only_invalid = await post(client, compact(make_event("")))
+
+    assert first[1]["accepted"] == 2
+    assert refused.status == 503
+    assert refused.headers["Retry-After"] == "30"
+    assert (await refused.json())["error"] == "outbox_full"
+    assert only_invalid[0] == 400
+
+
+async def test_expired_events_are_counted_not_sent(
+    make_service: Any, fake: FakeCourier
+) -> None:
+    """An event older than the record window of an old store is expired, not sent."""
+    client = await make_service(record_retention=3600.0, payload_retention=60.0)
+    client.app[runtime_key].store_created_at = 0.0
+    old = make_event("m-old", timestamp="2020-01-01T00:00:00Z")
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    new = make_event("m-new", timestamp=now)
+
+    status, summary = await post(client, compact([old, new]))
+    await wait_for(lambda: len(fake.executed) == 1)
+
+    assert (status, summary["expired"], summary["accepted"]) == (200, 1, 1)
+    assert fake.executed[0].idempotency_key == derive_idempotency_key(
+        "default", "m-new", "order-confirmation"
+    )
