@@ -29,12 +29,8 @@ def derive_idempotency_key(
     source_id: str, message_id: str, mapping: str, generation: int = 0
 ) -> str:
     """The Idempotency-Key sent with every attempt of one (event, mapping) pair."""
-    material = json.dumps(
-        [source_id, message_id, mapping, generation],
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    digest = hashlib.sha256(material.encode("utf-8")).hexdigest()
+    material = encode_json([source_id, message_id, mapping, generation])
+    digest = hashlib.sha256(material).hexdigest()
     return KEY_PREFIX + digest[:40]
 
 

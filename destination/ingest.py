@@ -108,8 +108,10 @@ def _is_expired(when: datetime | None, expire_before: float | None) -> bool:
 
 
 def _message_id_of(event: Any) -> str | None:
+    """The messageId as text that any store, log or response can carry."""
     if isinstance(event, dict):
         value = event.get("messageId")
         if isinstance(value, str):
-            return value
+            # A lone surrogate (rejected by validation) shows as its escape.
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
     return None

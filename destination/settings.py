@@ -250,21 +250,27 @@ def apply_local_defaults(
     overrides: dict[str, Any] = {}
     created: str | None = None
     if not settings_env.get("DESTINATION_SHARED_SECRET"):
+        secret = ""
         if secret_file.exists():
             secret = secret_file.read_text(encoding="utf-8").strip()
-        else:
+        if not secret:
+            # An empty key would make every HMAC forgeable: never use one.
             secret = secrets.token_hex(24)
-            secret_file.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(
-                secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
-            )
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(secret + "\n")
+            _write_private(secret_file, secret + "\n")
             created = secret
         overrides["shared_secrets"] = (secret,)
     if not settings_env.get("COURIER_AUTH_TOKEN"):
         overrides["dry_run"] = True
     return overrides, created
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    path.chmod(0o600)
 
 
 def with_dry_run_database(settings: Settings) -> Settings:

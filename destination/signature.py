@@ -70,11 +70,11 @@ def _scan_value(data: bytes, position: int) -> int | None:
     if opener == ord('"'):
         return _scan_string(data, position)
     if opener not in b"{[":
-        # A number or a literal runs until a delimiter.
+        # A number or a literal runs until a delimiter; none means truncated.
         end = position
         while end < len(data) and data[end] not in b",]}" + _WHITESPACE:
             end += 1
-        return end
+        return end if end < len(data) else None
     depth = 0
     index = position
     while index < len(data):

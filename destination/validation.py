@@ -270,8 +270,17 @@ def _check_size(event: dict[str, Any]) -> EventError | None:
         text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError):
         return EventError("$", "the event holds a value that JSON cannot represent.")
-    # surrogatepass: a lone surrogate from a "\ud800" escape still has a size.
-    size = len(text.encode("utf-8", "surrogatepass"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as error:
+        # JSON's "\ud800" escape can name half of a UTF-16 pair alone; that is
+        # no character, and no store, log or API downstream can carry it.
+        return EventError(
+            "$",
+            f"the event holds a lone UTF-16 surrogate "
+            f"({text[error.start]!r}) that is not a Unicode character; send "
+            "text as valid Unicode.",
+        )
     if size <= MAX_EVENT_BYTES:
         return None
     return EventError(

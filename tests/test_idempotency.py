@@ -146,15 +146,6 @@ def test_composed_and_decomposed_ids_are_different_keys() -> None:
     assert composed != decomposed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "derive_idempotency_key raises UnicodeEncodeError for a messageId holding "
-        "a lone surrogate (JSON '\"m-\\ud800\"' is valid and passes validation): "
-        "it encodes ensure_ascii=False JSON as UTF-8 without encode_json's "
-        "fallback, so POST /webhook answers 500 instead of storing the event."
-    ),
-)
 def test_key_is_derived_for_a_message_id_with_a_lone_surrogate() -> None:
     """A lone surrogate in a messageId still gives a deterministic ASCII key."""
     message_id = json.loads('"m-\\ud800"')

@@ -159,14 +159,6 @@ def test_first_element_bytes_is_none_without_a_complete_first_element(
     assert first is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "first_element_bytes returns the partial scalar of a truncated array "
-        "(b'[123' -> b'123', b'[tru' -> b'tru'): _scan_value ends a number or "
-        "literal at the end of input without requiring a following ',' or ']'."
-    ),
-)
 @pytest.mark.parametrize(
     "body",
     [

@@ -669,11 +669,14 @@ def test_event_at_size_limit(validator: EventValidator) -> None:
     assert validator.validate(make_event(properties={"note": "x" * MAX_EVENT_BYTES}))
 
 
-def test_size_counts_lone_surrogates(validator: EventValidator) -> None:
-    """A lone surrogate from a JSON escape is measured instead of crashing."""
+def test_lone_surrogates_are_rejected(validator: EventValidator) -> None:
+    """A lone surrogate from a JSON escape is an error, never a crash downstream."""
     event = make_event(properties={"note": json.loads('"\\ud800"')})
 
-    assert validator.validate(event) == []
+    [error] = validator.validate(event)
+
+    assert error.path == "$"
+    assert "lone UTF-16 surrogate" in error.message
 
 
 def test_value_json_cannot_hold(validator: EventValidator) -> None:

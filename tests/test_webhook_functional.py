@@ -720,3 +720,14 @@ async def test_expired_events_are_counted_not_sent(
     assert fake.executed[0].idempotency_key == derive_idempotency_key(
         "default", "m-new", "order-confirmation"
     )
+
+
+async def test_lone_surrogate_message_id_is_a_400(make_service: Any) -> None:
+    """A messageId holding a lone surrogate is rejected as an event, never a 500."""
+    client = await make_service()
+    body = compact(make_event("m-x")).replace(b'"m-x"', b'"m-\\ud800"')
+
+    status, summary = await post(client, body)
+
+    assert status == 400
+    assert "surrogate" in summary["rejected"][0]["errors"][0]["message"]

@@ -229,10 +229,13 @@ class SQLiteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             result = work(db)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # Also after a failed COMMIT: a transaction left open would make
+            # every later write on this connection fail.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
         return result
 
     async def store_events(
