@@ -731,3 +731,61 @@ async def test_lone_surrogate_message_id_is_a_400(make_service: Any) -> None:
 
     assert status == 400
     assert "surrogate" in summary["rejected"][0]["errors"][0]["message"]
+
+
+async def test_client_disconnect_mid_request(
+    make_service: Any, fake: FakeCourier, settings: Any
+) -> None:
+    """C2: the CDP hangs up while we work; the event still goes out exactly once."""
+    import sqlite3
+
+    client = await make_service(store_busy_timeout=5.0)
+    body = compact(make_event("m-hangup"))
+    path = settings.database_url.removeprefix("sqlite:///")
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # holds the handler inside its store write
+    _, writer = await asyncio.open_connection(client.host, client.port)
+    head = (
+        "POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-Signature: {sign(SECRET, body)}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+
+    with capture_logs() as logs:
+        writer.write(head.encode() + body)
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.close()
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await wait_for(lambda: len(fake.executed) == 1)
+        redelivered = await post(client, body)
+
+    assert redelivered[1]["duplicates"] == 1
+    assert fake.executed_keys() == [
+        derive_idempotency_key("default", "m-hangup", "order-confirmation")
+    ]
+    assert not [entry for entry in logs if entry.get("log_level") == "error"]
+
+
+async def test_slow_clients_do_not_block_others(make_service: Any) -> None:
+    """C3: connections trickling bytes are cut at the deadline; others go through."""
+    client = await make_service(read_timeout=1.0)
+    slow = []
+    for _ in range(50):
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(
+            b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 200000\r\n\r\n["
+        )
+        slow.append((reader, writer))
+
+    answers = [await post(client, compact(make_event(f"m-fast-{i}"))) for i in range(5)]
+    statuses = [
+        (await asyncio.wait_for(reader.readline(), timeout=10)).split()[1]
+        for reader, _ in slow
+    ]
+    for _, writer in slow:
+        writer.close()
+
+    assert [status for status, _ in answers] == [200] * 5
+    assert set(statuses) == {b"408"}
