@@ -39,6 +39,7 @@ _TIME_FIELDS = ("timestamp", "originalTimestamp", "receivedAt")
 _ID_FIELDS = frozenset({"messageId", "userId", "anonymousId", "groupId", "previousId"})
 _EXAMPLE_TIME = "2024-05-01T12:00:00Z"
 _NON_SPACE = r"\S"
+_NO_CONTROL = "^[^\\u0000-\\u001f\\u007f]*$"
 _SHORTHAND_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _WHY_REQUIRED = {
@@ -338,6 +339,11 @@ def _describe(error: ValidationError) -> list[_Problem]:
         message = _wrong_type(where, expected, value)
     elif keyword == "pattern" and expected == _NON_SPACE:
         message = f"{name} must contain a non-space character, not {_show(value)}."
+    elif keyword == "pattern" and expected == _NO_CONTROL:
+        message = (
+            f"{name} must not contain control characters such as U+0000, "
+            f"as {_show(value)} does; ids are text a database can index."
+        )
     elif keyword == "pattern":
         message = f"{name} does not have the expected form: {_show(value)}."
     elif keyword == "maxLength":

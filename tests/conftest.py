@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,15 @@ from destination.runtime import runtime_key
 from destination.settings import Settings
 from destination.signature import sign
 from destination.validation import EventValidator, create_validator
+from tests.databases import (
+    Backend,
+    PostgresBackend,
+    PostgresSchemas,
+    SQLiteBackend,
+    describe_postgres_tests,
+    deselect_postgres_tests,
+    postgres_schemas,
+)
 from tests.paths import REPO
 
 SECRET = "whsec-test"
@@ -65,6 +74,31 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not reached within {within} s")
         await asyncio.sleep(0.02)
+
+
+def pytest_report_header() -> str:
+    return describe_postgres_tests()
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    deselect_postgres_tests(config, items)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresSchemas]:
+    """The test PostgreSQL server, or one skip reason for every test that needs it."""
+    with postgres_schemas() as schemas:
+        yield schemas
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """A fresh store location on each backend: a SQLite file, a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return SQLiteBackend(tmp_path / "destination.db")
+    return PostgresBackend(request.getfixturevalue("postgres"))
 
 
 @pytest.fixture(scope="session")

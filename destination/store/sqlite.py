@@ -161,6 +161,11 @@ class SQLiteStore:
             raise StoreUnavailableError(
                 f"The SQLite store at {str(self.path)!r} cannot be used now: {error}."
             ) from error
+        except sqlite3.Error as error:
+            raise StoreError(
+                f"The SQLite store at {str(self.path)!r} failed: {error}; check the "
+                "file with `sqlite3 FILE 'PRAGMA integrity_check'`."
+            ) from error
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await self._run(self._transaction, work)
