@@ -6,6 +6,9 @@ rule, the bad value and, when known, the fix::
     DestinationError
     ├── SettingsError          a setting or flag has a bad value (start-up stops)
     ├── MappingError           a mapping file cannot be loaded
+    ├── RenderError            a mapping cannot render for an event (a bound hit)
+    ├── EventRejectedError     a mapped event breaks the tracking plan or a bound
+    │                          (these two live in directives.py and mapping.py)
     ├── SchemaSetupError       the JSON Schemas or their format checker are unusable
     ├── StoreError             the store cannot be opened or written
     │   ├── StoreUnavailableError  busy, locked or full: the caller may retry later

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from destination.errors import EventError
 from destination.idempotency import derive_idempotency_key, encode_json, hash_payload
-from destination.mapping import Mapping, MappingSet, render_send
+from destination.mapping import EventRejectedError, Mapping, MappingSet, render_send
 from destination.store import IncomingEvent, PlannedSend
 from destination.validation import EventValidator, event_time
 
@@ -81,7 +81,12 @@ def _plan_event(
 
     sends = []
     for mapping in match.mappings:
-        path, body = render_request(mapping, event)
+        try:
+            path, body = render_request(mapping, event)
+        except EventRejectedError as error:
+            # Breaks the tracking plan or a render bound: a data error, so the
+            # event is rejected alone and a fixed mapping can take a replay.
+            return PlannedEvent(index, "rejected", message_id, errors=error.errors)
         key = derive_idempotency_key(source_id, message_id, mapping.name)
         sends.append(PlannedSend(mapping.name, key, path, body))
     incoming = IncomingEvent(
@@ -95,10 +100,14 @@ def _plan_event(
 
 
 def render_request(mapping: Mapping, event: Any) -> tuple[str, bytes | None]:
-    """The path and exact body of one mapping's request; no body: no recipient."""
+    """The path and exact body of one mapping's request; no body: no recipient.
+
+    Raises EventRejectedError when the event breaks the mapping's tracking
+    plan or a render bound (docs/mappings.md).
+    """
     rendered = render_send(mapping, event)
     body = encode_body(rendered.body) if rendered.has_recipient else None
-    return SEND_PATH, body
+    return rendered.path, body
 
 
 def _is_expired(when: datetime | None, expire_before: float | None) -> bool:

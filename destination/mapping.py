@@ -1,83 +1,95 @@
-"""Maps CDP events to Courier ``POST /send`` bodies through no-code mapping files.
+"""Maps CDP events to Courier requests through no-code mapping files.
 
-A mapping names the events it takes (``when``) and the literal request body to
-send for each (``send``), where any value may copy a field of the event with
-Segment's ``{"@path": "$.properties.title"}`` directive. ``docs/mappings.md`` is
-the reference for authors; ``mapping_file`` reads the files as JSON values, and
-this module checks the format, matches events and renders bodies.
+A mapping names the events it takes (``when``) and the request to make for
+each: a ``send`` body for ``POST /send``, or a ``profile`` merge for ``POST
+/profiles/{user_id}``, where any value may be a directive such as
+``{"@path": "$.properties.title"}``. docs/mappings.md is the reference for
+authors. ``mapping_file`` reads files and ``mapping_format`` checks them;
+``templates`` and ``directives`` read and render directives; ``conditions``
+decides which events a mapping takes; ``recipients`` and ``tracking_plan``
+say who a request goes to and which properties an event may carry. This
+module loads whole directories, matches events and renders requests.
 
 Rendering is deterministic: the same event and mapping always give the same
-body with the same key order, because the body bytes feed the idempotency key.
+body with the same key order, because the body bytes are sent on every attempt
+under one idempotency key.
 """
 
 from __future__ import annotations
 
-import difflib
-import enum
-import re
 from collections import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
-from destination.errors import MappingError, MappingProblem
-from destination.mapping_file import (
-    Document,
-    JsonPath,
-    find_mapping_files,
-    json_kind,
-    read_document,
+from destination.conditions import normalize_name
+from destination.directives import Budget, RenderError, copy_output, render
+from destination.errors import (
+    DestinationError,
+    EventError,
+    MappingError,
+    MappingProblem,
 )
+from destination.event_path import MISSING
+from destination.mapping_examples import Example
+from destination.mapping_file import find_mapping_files
+from destination.mapping_format import EVENT_TYPES, Mapping, check_file
+from destination.recipients import (
+    default_recipient,
+    has_recipient,
+    names_a_list,
+    usable_user_id,
+    with_default_recipient,
+)
+from destination.tracking_plan import default_plan_dir, load_tracking_plan
 
-EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
+__all__ = [
+    "EVENT_TYPES",
+    "SEND_PATH",
+    "Declined",
+    "EventRejectedError",
+    "Example",
+    "Mapping",
+    "MappingSet",
+    "MatchResult",
+    "RenderedSend",
+    "inspect_mappings",
+    "load_mapping_file",
+    "load_mappings",
+    "render_send",
+]
 
-_TOP_KEYS = ("mappings",)
-_MAPPING_KEYS = ("name", "description", "when", "send")
-_WHEN_KEYS = ("type", "event")
-_LEGACY_KEYS = ("event", "recipient", "profile")
-_PATH_HELP = "write '$' then .name, [N] or ['name'] steps, like '$.items[0].sku'"
-_NAME_STEP = re.compile(r"\.([\w$-]+)")
-_INDEX_STEP = re.compile(r"\[(0|[1-9][0-9]{0,8})\]")
-_QUOTED_STEP = re.compile(r"""\[(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")\]""")
-_ESCAPE = re.compile(r"\\(.)")
-
-
-class _Missing(enum.Enum):
-    """What a path yields where the event has nothing (unlike JSON null)."""
-
-    TOKEN = enum.auto()
-
-
-_MISSING = _Missing.TOKEN
+SEND_PATH = "/send"
+PROFILE_PATH = "/profiles/"
 
 
-@dataclass(frozen=True, slots=True)
-class PathDirective:
-    """``{"@path": source}`` in a template: copy the value at ``steps``."""
+class EventRejectedError(DestinationError, ValueError):
+    """An event a mapping takes cannot be sent: it breaks the tracking plan, a
+    render limit, or the mapping's opt-ins. ``errors`` say where, as in validation."""
 
-    source: str
-    steps: tuple[str | int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Mapping:
-    """One loaded mapping: which events it takes and the body template to send."""
-
-    name: str
-    event_type: str
-    event_names: frozenset[str] | None
-    send: Any
-    file: str
-    line: int
+    def __init__(self, mapping: str, errors: list[EventError]) -> None:
+        self.mapping = mapping
+        self.errors = tuple(errors)
+        super().__init__("; ".join(f"{e.path}: {e.message}" for e in errors))
 
 
 @dataclass(frozen=True, slots=True)
 class RenderedSend:
-    """A request body rendered for one event and mapping."""
+    """A request rendered for one event and mapping: body and path."""
 
     mapping: str
     body: dict[str, Any]
     has_recipient: bool
+    path: str = SEND_PATH
+
+
+@dataclass(frozen=True, slots=True)
+class Declined:
+    """A mapping whose type and name took the event, but whose condition did not."""
+
+    mapping: Mapping
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,104 +98,212 @@ class MatchResult:
 
     outcome: Literal["mapped", "unmapped", "ignored"]
     mappings: tuple[Mapping, ...]
-
-
-_UNMAPPED = MatchResult("unmapped", ())
-_IGNORED = MatchResult("ignored", ())
+    declined: tuple[Declined, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class MappingSet:
-    """All loaded mappings in load order, indexed for matching."""
+    """All loaded mappings in load order, indexed for matching.
+
+    ``source`` is the directory the set was loaded from, when it was: the
+    service watches it to reload. A set is never changed; a reload builds a
+    new one and swaps it in whole.
+    """
 
     mappings: tuple[Mapping, ...]
-    _by_event: dict[tuple[str, str], MatchResult] = field(
+    source: Path | None = None
+    _exact: dict[tuple[str, str], tuple[int, ...]] = field(
         init=False, repr=False, compare=False
     )
-    _by_type: dict[str, MatchResult] = field(init=False, repr=False, compare=False)
+    _normalized: dict[tuple[str, str], tuple[int, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    _by_type: dict[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
     _by_name: dict[str, Mapping] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Matching is on the hot path, so every answer is built once, here.
-        by_event = {
-            (mapping.event_type, name): _take(self.mappings, mapping.event_type, name)
-            for mapping in self.mappings
-            for name in mapping.event_names or ()
-        }
-        by_type = {
-            mapping.event_type: _take(self.mappings, mapping.event_type, None)
-            for mapping in self.mappings
-            if mapping.event_names is None
-        }
-        object.__setattr__(self, "_by_event", by_event)
-        object.__setattr__(self, "_by_type", by_type)
+        # Matching is on the hot path, so the indexes are built once, here.
+        exact: dict[tuple[str, str], list[int]] = {}
+        normalized: dict[tuple[str, str], list[int]] = {}
+        by_type: dict[str, list[int]] = {}
+        for index, mapping in enumerate(self.mappings):
+            if mapping.event_names is None:
+                by_type.setdefault(mapping.event_type, []).append(index)
+                continue
+            for name in mapping.event_names:
+                if mapping.names_normalized:
+                    key = (mapping.event_type, normalize_name(name))
+                    normalized.setdefault(key, []).append(index)
+                else:
+                    exact.setdefault((mapping.event_type, name), []).append(index)
+        object.__setattr__(self, "_exact", _frozen(exact))
+        object.__setattr__(self, "_normalized", _frozen(normalized))
+        object.__setattr__(self, "_by_type", _frozen(by_type))
         object.__setattr__(self, "_by_name", {m.name: m for m in self.mappings})
 
     def match(self, event: abc.Mapping[str, Any]) -> MatchResult:
         """Return the mappings that take ``event``, in load order."""
         event_type = event.get("type")
         if not isinstance(event_type, str):
-            return _IGNORED
+            return MatchResult("ignored", ())
+        taken = []
+        declined = []
+        for mapping in self.candidates(event):
+            reason = None
+            if mapping.condition is not None:
+                reason = mapping.condition.why_not(event)
+            if reason is None:
+                taken.append(mapping)
+            else:
+                declined.append(Declined(mapping, reason))
+        if taken:
+            return MatchResult("mapped", tuple(taken), tuple(declined))
+        outcome: Literal["unmapped", "ignored"] = (
+            "unmapped" if event_type == "track" else "ignored"
+        )
+        return MatchResult(outcome, (), tuple(declined))
+
+    def candidates(self, event: abc.Mapping[str, Any]) -> list[Mapping]:
+        """The mappings whose type and name take ``event``, before conditions."""
+        event_type = event.get("type")
         name = event.get("event")
+        if not isinstance(event_type, str):
+            return []
+        found = list(self._by_type.get(event_type, ()))
         if isinstance(name, str):
-            found = self._by_event.get((event_type, name))
-            if found is not None:
-                return found
-        found = self._by_type.get(event_type)
-        if found is not None:
-            return found
-        return _UNMAPPED if event_type == "track" else _IGNORED
+            found += self._exact.get((event_type, name), ())
+            if self._normalized:
+                key = (event_type, normalize_name(name))
+                found += self._normalized.get(key, ())
+        return [self.mappings[index] for index in sorted(set(found))]
+
+    def near_misses(self, event: abc.Mapping[str, Any]) -> list[tuple[Mapping, str]]:
+        """Mappings taking a name that differs from the event's only in case or
+        spacing, with the spelling they take: for preview's explanations."""
+        name = event.get("event")
+        if not isinstance(name, str):
+            return []
+        wanted = normalize_name(name)
+        return [
+            (mapping, spelling)
+            for mapping in self.mappings
+            if mapping.event_type == event.get("type")
+            for spelling in sorted(mapping.event_names or ())
+            if spelling != name and normalize_name(spelling) == wanted
+        ]
 
     def get(self, name: str) -> Mapping | None:
         """Return the mapping called ``name``, if loaded."""
         return self._by_name.get(name)
 
 
-def _take(mappings: tuple[Mapping, ...], kind: str, name: str | None) -> MatchResult:
-    taken = tuple(
-        mapping
-        for mapping in mappings
-        if mapping.event_type == kind
-        and (mapping.event_names is None or name in mapping.event_names)
-    )
-    return MatchResult("mapped", taken)
+def _frozen(index: dict[Any, list[int]]) -> dict[Any, tuple[int, ...]]:
+    return {key: tuple(values) for key, values in index.items()}
 
 
-def load_mappings(directory: Path) -> MappingSet:
+def load_mappings(directory: Path, *, plan_dir: Path | None = None) -> MappingSet:
     """Load every mapping file under ``directory`` into one set, in path order.
 
-    A missing or empty directory gives an empty set. Otherwise MappingError lists
-    every problem in every file, so one start-up shows them all.
+    The tracking plan is read from ``plan_dir`` (``schemas/events/`` by
+    default). A missing or empty directory gives an empty set. Otherwise
+    MappingError lists every problem in every file, so one start-up shows all.
     """
-    checkers = [_check_file(path) for path in find_mapping_files(directory)]
-    problems = [problem for checker in checkers for problem in checker.problems]
-    named = [mapping for checker in checkers for mapping in checker.named]
-
-    problems += _check_unique_names(named)
+    mappings, problems = inspect_mappings(directory, plan_dir=plan_dir)
     if problems:
         raise MappingError(problems)
-    return MappingSet(tuple(m for checker in checkers for m in checker.mappings))
+    return mappings
 
 
-def load_mapping_file(path: Path) -> list[Mapping]:
+def inspect_mappings(
+    directory: Path, *, plan_dir: Path | None = None
+) -> tuple[MappingSet, list[MappingProblem]]:
+    """Check every file and return the valid mappings and every problem found.
+
+    ``destination check`` uses it to run the examples of the mappings that
+    are valid while it reports the others; the service uses ``load_mappings``.
+    """
+    plan, problems = load_tracking_plan(plan_dir or default_plan_dir())
+    checkers = [check_file(path, plan) for path in find_mapping_files(directory)]
+    problems += [problem for checker in checkers for problem in checker.problems]
+    named = [mapping for checker in checkers for mapping in checker.named]
+    problems += check_across_files(named)
+    broken = {(p.file, p.mapping) for p in problems if p.mapping is not None}
+    valid = tuple(
+        mapping
+        for checker in checkers
+        for mapping in checker.mappings
+        if (mapping.file, mapping.name) not in broken
+    )
+    return MappingSet(valid, source=directory), problems
+
+
+def load_mapping_file(path: Path, *, plan_dir: Path | None = None) -> list[Mapping]:
     """Load one mapping file, or raise MappingError listing all its problems."""
-    checker = _check_file(path)
-    problems = checker.problems + _check_unique_names(checker.named)
+    plan, problems = load_tracking_plan(plan_dir or default_plan_dir())
+    checker = check_file(path, plan)
+    problems += checker.problems + check_across_files(checker.named)
     if problems:
         raise MappingError(problems)
     return checker.mappings
 
 
-def _check_file(path: Path) -> _FileChecker:
+def render_send(mapping: Mapping, event: abc.Mapping[str, Any]) -> RenderedSend:
+    """Render ``mapping``'s request for ``event`` and say whether it has a recipient.
+
+    Raises EventRejectedError when the event breaks the tracking plan, a render
+    bound is hit, or the event names a Courier list the mapping does not allow.
+    """
+    plan_errors = _plan_violations(mapping, event)
+    if plan_errors:
+        raise EventRejectedError(mapping.name, plan_errors)
+    budget = Budget()
     try:
-        document = read_document(path)
-    except MappingError as exc:
-        checker = _FileChecker(Document(str(path), None, {}, ()))
-        checker.problems += exc.problems
-        return checker
-    checker = _FileChecker(document)
-    checker.check()
-    return checker
+        body = render(mapping.send, event, budget)
+        user_id = None
+        if mapping.action == "profile":
+            value = (
+                default_recipient(event)
+                if mapping.user_id is MISSING
+                else render(mapping.user_id, event, budget)
+            )
+            user_id = usable_user_id(value)
+        else:
+            body = with_default_recipient(mapping.send, body, event)
+        body = copy_output(body, budget)
+    except RenderError as error:
+        message = f"mapping {mapping.name!r} cannot render this event: {error}."
+        raise EventRejectedError(mapping.name, [EventError("$", message)]) from None
+    assert isinstance(body, dict), "the loader accepts only an object for send"
+
+    if mapping.action == "profile":
+        path = PROFILE_PATH + ("" if user_id is None else quote(user_id, safe=""))
+        return RenderedSend(mapping.name, body, user_id is not None, path)
+    if names_a_list(body) and not mapping.allow_lists:
+        refusal = EventError(
+            "$",
+            f"mapping {mapping.name!r} would send to a Courier list or audience "
+            "named by the event; it does not set allow_lists: true.",
+        )
+        raise EventRejectedError(mapping.name, [refusal])
+    return RenderedSend(mapping.name, body, has_recipient(body))
+
+
+def _plan_violations(
+    mapping: Mapping, event: abc.Mapping[str, Any]
+) -> list[EventError]:
+    schema = mapping.properties_schema
+    if schema is None and event.get("type") == "track":
+        schema = mapping.plan.schema_for(
+            event.get("event"), normalized=mapping.names_normalized
+        )
+    if schema is None:
+        return []
+    return schema.violations(event, reject_unknown=mapping.reject_unknown_properties)
+
+
+def check_across_files(named: list[Mapping]) -> list[MappingProblem]:
+    """Names unique across files; no two spellings one name once normalised."""
+    return _check_unique_names(named) + _check_name_collisions(named)
 
 
 def _check_unique_names(mappings: list[Mapping]) -> list[MappingProblem]:
@@ -204,323 +324,29 @@ def _check_unique_names(mappings: list[Mapping]) -> list[MappingProblem]:
     return problems
 
 
-class _Invalid(enum.Enum):
-    """Stands for an absent or broken field, so no Mapping is built from it."""
-
-    TOKEN = enum.auto()
-
-
-_INVALID = _Invalid.TOKEN
-
-
-class _FileChecker:
-    """Checks one document against the mapping format, collecting every problem."""
-
-    def __init__(self, document: Document) -> None:
-        self.document = document
-        self.mappings: list[Mapping] = []
-        # Every entry with a usable name, valid or not, for the uniqueness check.
-        self.named: list[Mapping] = []
-        self.problems: list[MappingProblem] = []
-
-    def check(self) -> None:
-        if self.document.issues:
-            # Values under an issue are placeholders; checking them further
-            # would only add confusing follow-on problems.
-            for issue in self.document.issues:
-                self._problem(issue.path, issue.message, line=issue.line)
-            return
-        for index, entry in enumerate(self._check_top()):
-            self._check_mapping(("mappings", index), entry)
-
-    def _check_top(self) -> list[Any]:
-        value = self.document.value
-        if not isinstance(value, dict):
-            kind = json_kind(value)
-            self._problem((), f"a file must be an object with 'mappings', not {kind}")
-            return []
-        suggested = self._check_keys((), value, _TOP_KEYS)
-        entries = value.get("mappings", _INVALID)
-        if entries is _INVALID and "mappings" in suggested:
-            return []
-        if not isinstance(entries, list):
-            got = "nothing" if entries is _INVALID else json_kind(entries)
-            self._problem(("mappings",), f"'mappings' must be a list, not {got}")
-            return []
-        return entries
-
-    def _check_mapping(self, path: JsonPath, entry: Any) -> None:
-        if not isinstance(entry, dict):
-            kind = json_kind(entry)
-            self._problem(path, f"a mapping must be an object, not {kind}")
-            return
-        before = len(self.problems)
-        suggested = self._check_keys(path, entry, _MAPPING_KEYS)
-        for key in ("name", "when", "send"):
-            # A misspelt key already says what is missing.
-            if key not in entry and key not in suggested:
-                self._problem(path, f"the mapping has no {key!r}; add it")
-
-        name = self._check_name(path, entry.get("name", _INVALID))
-        self._check_description(path, entry.get("description", ""))
-        when = self._check_when((*path, "when"), entry.get("when", _INVALID))
-        send = self._check_send((*path, "send"), entry.get("send", _INVALID))
-
-        if name is None:
-            return
-        event_type, event_names = when or ("track", None)
-        line = self.document.line(path)
-        mapping = Mapping(name, event_type, event_names, send, self.document.file, line)
-        self.named.append(mapping)
-        if len(self.problems) == before:
-            self.mappings.append(mapping)
-
-    def _check_name(self, path: JsonPath, name: Any) -> str | None:
-        if isinstance(name, str) and name.strip():
-            return name
-        if name is not _INVALID:
-            message = f"name must be a non-empty string, not {name!r}"
-            self._problem((*path, "name"), message)
-        return None
-
-    def _check_description(self, path: JsonPath, description: Any) -> None:
-        if not isinstance(description, str):
-            message = f"description must be a string, not {json_kind(description)}"
-            self._problem((*path, "description"), message)
-
-    def _check_when(
-        self, path: JsonPath, when: Any
-    ) -> tuple[str, frozenset[str] | None] | None:
-        if when is _INVALID:
-            return None
-        if not isinstance(when, dict):
-            kind = json_kind(when)
-            self._problem(
-                path, f"when must be an object like {{event: NAME}}, not {kind}"
-            )
-            return None
-        self._check_keys(path, when, _WHEN_KEYS)
-        event_type = when.get("type", "track")
-        if event_type not in EVENT_TYPES:
+def _check_name_collisions(mappings: list[Mapping]) -> list[MappingProblem]:
+    """Two spellings of one normalised name, where a mapping uses normalisation."""
+    spellings: dict[tuple[str, str], list[tuple[str, Mapping]]] = {}
+    for mapping in mappings:
+        for name in sorted(mapping.event_names or ()):
+            key = (mapping.event_type, normalize_name(name))
+            spellings.setdefault(key, []).append((name, mapping))
+    problems = []
+    for entries in spellings.values():
+        if not any(mapping.names_normalized for _, mapping in entries):
+            continue
+        first_name, first = entries[0]
+        for name, mapping in entries[1:]:
+            if name == first_name:
+                continue  # fan-out: one spelling in several mappings
             message = (
-                f"type must be one of {', '.join(EVENT_TYPES)}, not {event_type!r}"
+                f"event {name!r} and {first_name!r} (mapping {first.name!r} at "
+                f"{first.file}:{first.line}) are one name once normalised, and a "
+                "mapping matches names normalised; use one spelling"
             )
-            self._problem((*path, "type"), message)
-            return None
-        if "event" not in when:
-            return event_type, None
-        if event_type != "track":
-            message = (
-                "only track events have names; "
-                f"drop 'event' to take every {event_type} event"
-            )
-            self._problem((*path, "event"), message)
-            return None
-        names = self._check_event_names((*path, "event"), when["event"])
-        return None if names is None else (event_type, names)
-
-    def _check_event_names(self, path: JsonPath, value: Any) -> frozenset[str] | None:
-        listed = value if isinstance(value, list) else [value]
-        if not listed:
-            self._problem(
-                path, "event is an empty list; drop it to take every track event"
-            )
-            return None
-        before = len(self.problems)
-        names: set[str] = set()
-        for index, name in enumerate(listed):
-            where = (*path, index) if isinstance(value, list) else path
-            if not isinstance(name, str) or not name.strip():
-                self._problem(
-                    where, f"event names must be non-empty strings, not {name!r}"
+            problems.append(
+                MappingProblem(
+                    mapping.file, mapping.line, mapping.name, "when.event", message
                 )
-            elif name in names:
-                # Names match exactly, so only an identical name collides.
-                self._problem(where, f"event {name!r} is listed twice; keep one")
-            else:
-                names.add(name)
-        return frozenset(names) if len(self.problems) == before else None
-
-    def _check_send(self, path: JsonPath, send: Any) -> Any:
-        if send is _INVALID:
-            return _INVALID
-        if not isinstance(send, dict) or "@path" in send:
-            kind = "a @path" if isinstance(send, dict) else json_kind(send)
-            message = (
-                f"send must be the literal body of a Courier POST /send, not {kind}"
             )
-            self._problem(path, message)
-            return _INVALID
-        before = len(self.problems)
-        if "message" in send:
-            self._check_current((*path, "message"), send)
-        else:
-            self._check_legacy(path, send)
-        return self._read_template(path, send) if len(self.problems) == before else None
-
-    def _check_current(self, path: JsonPath, send: dict[str, Any]) -> None:
-        message = send["message"]
-        if not isinstance(message, dict) or "@path" in message:
-            kind = "a @path" if isinstance(message, dict) else json_kind(message)
-            self._problem(
-                path, f"message must be an object with to and template, not {kind}"
-            )
-            return
-        for key in _LEGACY_KEYS:
-            if key in send:
-                hint = "move it into message or use the legacy format only"
-                self._problem(
-                    path[:-1], f"send mixes message with legacy {key!r}; {hint}"
-                )
-        if "to" not in message:
-            hint = "add to: {user_id: {'@path': '$.userId'}}"
-            self._problem(path, f"message has no 'to' (the recipient); {hint}")
-        if "template" not in message and "content" not in message:
-            hint = "add template: with the notification's id"
-            self._problem(path, f"message has neither 'template' nor 'content'; {hint}")
-
-    def _check_legacy(self, path: JsonPath, send: dict[str, Any]) -> None:
-        if "event" not in send and "recipient" not in send:
-            hint = "use message: {to, template, data} (or legacy event and recipient)"
-            self._problem(path, f"send has no 'message'; {hint}")
-            return
-        for key, hint in (("event", "the notification id"), ("recipient", "$.userId")):
-            if key not in send:
-                self._problem(path, f"legacy send has no {key!r}; add it ({hint})")
-
-    def _read_template(self, path: JsonPath, value: Any) -> Any:
-        if isinstance(value, list):
-            return [self._read_template((*path, i), v) for i, v in enumerate(value)]
-        if not isinstance(value, dict):
-            return value
-        if any(key.startswith("@") for key in value):
-            return self._read_directive(path, value)
-        return {k: self._read_template((*path, k), v) for k, v in value.items()}
-
-    def _read_directive(self, path: JsonPath, value: dict[str, Any]) -> Any:
-        for key in value:
-            if key.startswith("@") and key != "@path":
-                hint = "directives beyond @path arrive with the richer mapping language"
-                self._problem(path, f"{key} is not supported yet; {hint}")
-        if "@path" not in value:
-            return None
-        others = [key for key in value if not key.startswith("@")]
-        if others:
-            self._problem(
-                path, f"an object with @path has no other keys; move {others}"
-            )
-        source = value["@path"]
-        if not isinstance(source, str):
-            self._problem(path, f"@path must be a string; {_PATH_HELP}")
-            return None
-        try:
-            return PathDirective(source, parse_path(source))
-        except ValueError as exc:
-            self._problem(path, str(exc))
-            return None
-
-    def _check_keys(
-        self, path: JsonPath, value: dict[str, Any], allowed: tuple[str, ...]
-    ) -> set[str]:
-        """Report unknown keys; return the known keys suggested instead."""
-        suggested = set()
-        for key in value:
-            if key in allowed:
-                continue
-            close = difflib.get_close_matches(key, allowed, n=1)
-            suggested.update(close)
-            hint = f"did you mean {close[0]!r}?" if close else "expected"
-            if not close:
-                hint += f" one of {', '.join(allowed)}"
-            self._problem((*path, key), f"unknown key {key!r}; {hint}")
-        return suggested
-
-    def _problem(
-        self, path: JsonPath, message: str, *, line: int | None = None
-    ) -> None:
-        self.problems.append(self.document.problem(path, message, line=line))
-
-
-def parse_path(source: str) -> tuple[str | int, ...]:
-    """Parse a Segment ``@path`` like ``$.a['b c'][0]``; raise ValueError if bad."""
-    if not source.startswith("$"):
-        raise ValueError(f"@path {source!r} does not start with '$'; {_PATH_HELP}")
-    steps: list[str | int] = []
-    position = 1
-    while position < len(source):
-        if match := _NAME_STEP.match(source, position):
-            steps.append(match[1])
-        elif match := _INDEX_STEP.match(source, position):
-            steps.append(int(match[1]))
-        elif match := _QUOTED_STEP.match(source, position):
-            quoted = match[1] if match[1] is not None else match[2]
-            steps.append(_ESCAPE.sub(r"\1", quoted))
-        else:
-            raise ValueError(
-                f"@path {source!r} is not valid at character {position + 1}; "
-                f"{_PATH_HELP} (no wildcards, filters, slices or '..')"
-            )
-        position = match.end()
-    return tuple(steps)
-
-
-def render_send(mapping: Mapping, event: abc.Mapping[str, Any]) -> RenderedSend:
-    """Render ``mapping``'s body for ``event`` and say whether it has a recipient."""
-    body = _render(mapping.send, event)
-    assert isinstance(body, dict), "the loader accepts only an object for send"
-    return RenderedSend(mapping.name, body, _has_recipient(body))
-
-
-def _render(template: Any, event: abc.Mapping[str, Any]) -> Any:
-    if isinstance(template, PathDirective):
-        return _resolve(template.steps, event)
-    if isinstance(template, dict):
-        pairs = ((key, _render(value, event)) for key, value in template.items())
-        return {key: value for key, value in pairs if value is not _MISSING}
-    if isinstance(template, list):
-        items = (_render(item, event) for item in template)
-        return [item for item in items if item is not _MISSING]
-    return template
-
-
-def _resolve(steps: tuple[str | int, ...], event: abc.Mapping[str, Any]) -> Any:
-    value: Any = event
-    for step in steps:
-        if isinstance(step, str):
-            if not isinstance(value, abc.Mapping) or step not in value:
-                return _MISSING
-        elif not isinstance(value, list) or step >= len(value):
-            return _MISSING
-        value = value[step]
-    # A copy, so a caller that edits the body never edits the stored event.
-    return _copy_json(value)
-
-
-def _copy_json(value: Any) -> Any:
-    if isinstance(value, abc.Mapping):
-        return {key: _copy_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copy_json(item) for item in value]
-    return value
-
-
-def _has_recipient(body: dict[str, Any]) -> bool:
-    if "message" in body:
-        message = body["message"]
-        return isinstance(message, dict) and _is_address(message.get("to"))
-    return not _is_blank(body.get("recipient"))
-
-
-def _is_address(to: Any) -> bool:
-    """Courier's ``message.to``: an object with a usable value, or a list of them."""
-    if isinstance(to, dict):
-        return any(not _is_blank(value) for value in to.values())
-    if isinstance(to, list):
-        return any(_is_address(item) for item in to)
-    return not _is_blank(to)
-
-
-def _is_blank(value: Any) -> bool:
-    if isinstance(value, str):
-        return not value.strip()
-    return value is None or value == {} or value == []
+    return problems

@@ -12,10 +12,12 @@ refuses a duplicate key or ``NaN`` without saying where.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, cast
@@ -338,6 +340,27 @@ def json_kind(value: Any) -> str:
     if isinstance(value, str):
         return "a string"
     return "a list" if isinstance(value, list) else "an object"
+
+
+def check_keys(
+    path: JsonPath,
+    value: dict[str, Any],
+    allowed: tuple[str, ...],
+    report: Callable[[JsonPath, str], None],
+) -> set[str]:
+    """Report keys not in ``allowed``, with a "did you mean"; return the known
+    keys suggested instead, so a caller does not also call them missing."""
+    suggested = set()
+    for key in value:
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(key, allowed, n=1)
+        suggested.update(close)
+        hint = f"did you mean {close[0]!r}?" if close else "expected"
+        if not close:
+            hint += f" one of {', '.join(allowed)}"
+        report((*path, key), f"unknown key {key!r}; {hint}")
+    return suggested
 
 
 def format_field(path: JsonPath) -> str:

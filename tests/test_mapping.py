@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
+from destination.directives import PathDirective
 from destination.errors import MappingError, MappingProblem
+from destination.event_path import parse_path
 from destination.mapping import (
     Mapping,
     MappingSet,
-    PathDirective,
     load_mapping_file,
     load_mappings,
-    parse_path,
     render_send,
 )
 from tests.paths import EVENT_FIXTURES, EXAMPLE_MAPPINGS
@@ -65,15 +65,22 @@ def only_problem(path: Path) -> MappingProblem:
     return problems[0]
 
 
-def mapping_text(send: str = "", when: str = "{event: Order Completed}") -> str:
-    """A file with one mapping named ``m``; ``send`` and ``when`` are YAML flow text."""
+def mapping_text(
+    send: str = "", when: str = "{event: Order Completed}", extra: str = ""
+) -> str:
+    """A file with one mapping named ``m``; ``send`` and ``when`` are YAML flow text,
+    ``extra`` more keys of the mapping, like ``allow_lists: true``."""
     send = send or '{message: {to: {user_id: {"@path": "$.userId"}}, template: t}}'
-    return f"mappings:\n  - name: m\n    when: {when}\n    send: {send}\n"
+    more = "".join(f"    {line}\n" for line in extra.splitlines())
+    return f"mappings:\n  - name: m\n    when: {when}\n    send: {send}\n{more}"
 
 
-def mapping_from(tmp_path: Path, send: str, when: str = "{event: A}") -> Mapping:
-    """Load the one mapping of ``mapping_text(send, when)``."""
-    (mapping,) = load_mapping_file(write(tmp_path, "m.yaml", mapping_text(send, when)))
+def mapping_from(
+    tmp_path: Path, send: str, when: str = "{event: A}", extra: str = ""
+) -> Mapping:
+    """Load the one mapping of ``mapping_text(send, when, extra)``."""
+    text = mapping_text(send, when, extra)
+    (mapping,) = load_mapping_file(write(tmp_path, "m.yaml", text))
     return mapping
 
 
@@ -90,7 +97,14 @@ def test_examples_load_in_path_order() -> None:
     mappings = load_mappings(EXAMPLE_MAPPINGS)
 
     names = [mapping.name for mapping in mappings.mappings]
-    assert names == ["course-clicked", "order-confirmation", "product-viewed"]
+    assert names == [
+        "cart-reminder",
+        "course-clicked",
+        "profile-sync",
+        "order-confirmation",
+        "order-shipped",
+        "product-viewed",
+    ]
     assert all(Path(m.file).parent == EXAMPLE_MAPPINGS for m in mappings.mappings)
     for mapping in mappings.mappings:
         lines = Path(mapping.file).read_text(encoding="utf-8").splitlines()
@@ -329,8 +343,9 @@ REJECTIONS = [
         "m.yaml",
         mapping_text(when="track"),
         (3, "m", "when"),
-        "when must be an object",
-        id="when-not-object",
+        "when 'track' is not a condition (it ends before the comparison is "
+        "complete); write an object like {event: NAME}, or a condition string",
+        id="when-not-a-condition",
     ),
     pytest.param(
         "m.yaml",
@@ -387,11 +402,10 @@ REJECTIONS = [
     ),
     pytest.param(
         "m.yaml",
-        mapping_text('{message: {to: {user_id: u}, template: {"@template": "{{x}}"}}}'),
+        mapping_text('{message: {to: {user_id: u}, template: {"@tempalte": "{{x}}"}}}'),
         (4, "m", "send.message.template"),
-        "@template is not supported yet; directives beyond @path arrive with the "
-        "richer mapping language",
-        id="template-directive",
+        "unknown directive '@tempalte'; did you mean '@template'?",
+        id="unknown-directive",
     ),
     pytest.param(
         "m.yaml",
@@ -425,13 +439,6 @@ REJECTIONS = [
     ),
     pytest.param(
         "m.yaml",
-        mapping_text("{message: {template: t}}"),
-        (4, "m", "send.message"),
-        "message has no 'to'",
-        id="message-without-to",
-    ),
-    pytest.param(
-        "m.yaml",
         mapping_text("{message: {to: {user_id: u}}}"),
         (4, "m", "send.message"),
         "message has neither 'template' nor 'content'",
@@ -446,10 +453,10 @@ REJECTIONS = [
     ),
     pytest.param(
         "m.yaml",
-        mapping_text("{event: t, data: {}}"),
+        mapping_text("{recipient: u, data: {}}"),
         (4, "m", "send"),
-        "legacy send has no 'recipient'",
-        id="legacy-without-recipient",
+        "legacy send has no 'event'",
+        id="legacy-without-event",
     ),
     pytest.param(
         "m.yaml",
@@ -655,6 +662,11 @@ def test_duplicate_names_in_one_file(tmp_path: Path) -> None:
         pytest.param('$["a.b"]["c"]', ("a.b", "c"), id="double-quoted"),
         pytest.param(r"$['it\'s']", ("it's",), id="escaped-quote"),
         pytest.param("$.order-id.$ref", ("order-id", "$ref"), id="dash-and-dollar"),
+        pytest.param("$.traits.first name", ("traits", "first name"), id="space"),
+        pytest.param("$.items.0.sku", ("items", 0, "sku"), id="dot-index"),
+        pytest.param("$.items.01", ("items", "01"), id="dot-leading-zero-is-a-key"),
+        pytest.param("$['0']", ("0",), id="quoted-digits-are-a-key"),
+        pytest.param("$.café.ünï", ("café", "ünï"), id="non-ascii"),
     ],
 )
 def test_parse_path(source: str, steps: tuple[str | int, ...]) -> None:
@@ -672,7 +684,11 @@ def test_parse_path(source: str, steps: tuple[str | int, ...]) -> None:
         pytest.param("$.a[0:2]", id="slice"),
         pytest.param("$.a[?(@.x)]", id="filter"),
         pytest.param("$['a]", id="unclosed-quote"),
-        pytest.param("$.a b", id="space"),
+        pytest.param("$.a .b", id="trailing-space"),
+        pytest.param("$. a", id="leading-space"),
+        pytest.param("$.*", id="wildcard"),
+        pytest.param("$." + "a." * 64 + "a", id="too-many-steps"),
+        pytest.param("$." + "a" * 1000, id="too-long"),
         pytest.param("$.__class__()", id="call"),
     ],
 )
@@ -842,7 +858,7 @@ def test_recipient_rule(
     tmp_path: Path, send: str, changes: dict[str, Any], expected: bool
 ) -> None:
     """A body without a usable recipient is flagged so it is recorded no_recipient."""
-    mapping = mapping_from(tmp_path, send)
+    mapping = mapping_from(tmp_path, send, extra="allow_event_contacts: true")
 
     sent = render_send(mapping, make_event(**changes))
 
