@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from destination.capture import Exporter
 from destination.delivery import run_delivery
 from destination.errors import RequestError, StoreError
 from destination.log import get_logger
 from destination.mapping import MappingSet
+from destination.reload import reload_context
 from destination.retention import purge_periodically
 from destination.runtime import Runtime, runtime_key
 from destination.settings import Settings
@@ -69,9 +71,12 @@ def create_app(
     app.router.add_get("/healthz", handle_health)
     app.router.add_get("/metrics", handle_metrics)
     app.cleanup_ctx.append(_store_context)
+    app.cleanup_ctx.append(reload_context)  # SIGHUP or a file change
     if run_worker:
         app.cleanup_ctx.append(_delivery_context)
         app.cleanup_ctx.append(_retention_context)
+    if settings.capture_dir is not None:
+        app.cleanup_ctx.append(_capture_context)
     return app
 
 
@@ -91,6 +96,20 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
         runtime.worker = worker
         yield
         runtime.worker = None
+
+
+async def _capture_context(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[runtime_key]
+    settings = runtime.settings
+    assert settings.capture_dir is not None
+    exporter = Exporter(
+        runtime.store, settings.capture_dir, max_bytes=settings.capture_max_bytes
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(exporter.run(settings.capture_interval, stop))
+    yield
+    stop.set()
+    await task
 
 
 async def _retention_context(app: web.Application) -> AsyncIterator[None]:

@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from destination.capture import envelope
 from destination.courier import format_expiration
 from destination.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from destination.idempotency import derive_idempotency_key, hash_body
 from destination.ingest import render_request
-from destination.mapping import MappingSet, load_mappings
+from destination.mapping import EventRejectedError, MappingSet, load_mappings
 from destination.settings import Settings, load_settings, with_dry_run_database
 from destination.store import (
     DeadLetter,
@@ -61,7 +65,10 @@ def plan_resend(
         return f"mapping {source.mapping!r} no longer exists; restore it or purge"
     if source.payload is None:
         return "the event payload was purged; replay the event from an archive"
-    path, body = render_request(mapping, json.loads(source.payload))
+    try:
+        path, body = render_request(mapping, json.loads(source.payload))
+    except EventRejectedError as error:
+        return f"the current mapping rejects the event: {error}"
     if body is None:
         return "the current mapping renders no recipient for this event"
 
@@ -139,6 +146,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     retry.add_argument("--json", action="store_true")
 
+    export = actions.add_parser(
+        "export", help="write the dead letters' events as JSON lines for replay"
+    )
+    export.add_argument(
+        "--output", type=Path, help="file to write (default: standard output)"
+    )
+
     purge = actions.add_parser("purge", help="give up on old dead letters")
     purge.add_argument(
         "--older-than", required=True, help="age such as 30d, 12h, 90m or 3600s"
@@ -167,10 +181,12 @@ def run_dead_letters(args: argparse.Namespace) -> int:
         return asyncio.run(_purge(settings, older_than))
     if args.action == "retry":
         return asyncio.run(_retry(settings, args))
+    if args.action == "export":
+        return asyncio.run(_export(settings, args.output))
     return asyncio.run(_list(settings, json_output=args.json))
 
 
-async def _open(settings: Settings) -> Store:
+async def open_store(settings: Settings) -> Store:
     mode: StoreMode = "dry-run" if settings.dry_run else "live"
     store = create_store(settings.database_url, mode)
     await store.open()
@@ -178,7 +194,7 @@ async def _open(settings: Settings) -> Store:
 
 
 async def _list(settings: Settings, *, json_output: bool) -> int:
-    store = await _open(settings)
+    store = await open_store(settings)
     try:
         dead = await store.list_dead_letters(LIST_LIMIT)
     finally:
@@ -225,7 +241,7 @@ async def _retry(settings: Settings, args: argparse.Namespace) -> int:
             "deliver an earlier attempt, the recipient is notified twice.",
             file=sys.stderr,
         )
-    store = await _open(settings)
+    store = await open_store(settings)
     try:
         ids = None if args.all else args.ids
         results = await retry_dead_letters(
@@ -245,8 +261,46 @@ async def _retry(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_FAILURE if skipped else EXIT_OK
 
 
+async def _export(settings: Settings, output: Path | None) -> int:
+    """Capture envelopes of each dead letter's event, once per event."""
+    store = await open_store(settings)
+    try:
+        sources = await store.resend_sources(None)
+    finally:
+        await store.close()
+    seen: set[tuple[str, str]] = set()
+    lines = []
+    for source in sources:
+        key = (source.source_id, source.message_id)
+        if source.payload is None or key in seen:
+            continue
+        seen.add(key)
+        lines.append(envelope(source.source_id, None, json.loads(source.payload)))
+    write_lines(lines, output)
+    print(f"Exported {len(lines)} events of dead letters.", file=sys.stderr)
+    return EXIT_OK
+
+
+def write_lines(lines: Sequence[bytes], output: Path | None) -> None:
+    """JSON lines to a new 0600 file, or to standard output."""
+    with open_output(output) as sink:
+        sink.writelines(lines)
+
+
+@contextlib.contextmanager
+def open_output(output: Path | None) -> Iterator[BinaryIO]:
+    """A new file readable by its owner only (it holds personal data), or stdout."""
+    if output is None:
+        yield sys.stdout.buffer
+        sys.stdout.flush()
+        return
+    descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        yield handle
+
+
 async def _purge(settings: Settings, older_than: float) -> int:
-    store = await _open(settings)
+    store = await open_store(settings)
     try:
         purged = await store.purge_dead_letters(time.time() - older_than)
     finally:

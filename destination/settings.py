@@ -67,6 +67,9 @@ class Settings:
     accept_expired: bool = False
     run_worker: bool = True
     migrate: bool = False
+    capture_dir: Path | None = None
+    capture_max_bytes: int = 64 * 1024 * 1024
+    capture_interval: float = 1.0
 
 
 # (environment variable, field, parser) for every setting read from the environment.
@@ -158,6 +161,9 @@ _ENVIRONMENT: tuple[tuple[str, str, Any], ...] = (
     ("DESTINATION_PURGE_INTERVAL", "purge_interval", _parse_seconds),
     ("DESTINATION_ACCEPT_EXPIRED", "accept_expired", _parse_bool),
     ("DESTINATION_MIGRATE", "migrate", _parse_bool),
+    ("DESTINATION_CAPTURE_DIR", "capture_dir", lambda v: Path(_parse_text(v))),
+    ("DESTINATION_CAPTURE_MAX_BYTES", "capture_max_bytes", _parse_positive_int),
+    ("DESTINATION_CAPTURE_INTERVAL", "capture_interval", _parse_seconds),
 )
 
 ENVIRONMENT_NAMES = tuple(name for name, _, _ in _ENVIRONMENT)

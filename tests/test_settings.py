@@ -123,6 +123,9 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("DESTINATION_PURGE_INTERVAL", "60", "purge_interval", 60.0),
     ("DESTINATION_ACCEPT_EXPIRED", "true", "accept_expired", True),
     ("DESTINATION_MIGRATE", "1", "migrate", True),
+    ("DESTINATION_CAPTURE_DIR", "/var/capture", "capture_dir", Path("/var/capture")),
+    ("DESTINATION_CAPTURE_MAX_BYTES", "4096", "capture_max_bytes", 4096),
+    ("DESTINATION_CAPTURE_INTERVAL", "2", "capture_interval", 2.0),
 ]
 
 
