@@ -196,22 +196,31 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"duplicate key {key!r} in an object")
+            raise ValueError(f"the key {key!r} appears twice in one object")
         result[key] = value
     return result
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON; send null or a number")
+    raise ValueError(f"{name} is not JSON; write null or a number")
+
+
+_STRICT = json.JSONDecoder(
+    object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+)
+
+
+def loads_strict(text: str) -> Any:
+    """Parse JSON as every input is parsed: no NaN or Infinity, no duplicate keys.
+
+    Raises ``json.JSONDecodeError``, ``ValueError`` or ``RecursionError``.
+    """
+    return _STRICT.decode(text)
 
 
 def _loads_strict(text: str) -> Any:
     try:
-        return json.loads(
-            text,
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-        )
+        return loads_strict(text)
     except json.JSONDecodeError as error:
         raise _bad_json(
             f"The body is not valid JSON: {error.msg} at line {error.lineno} "

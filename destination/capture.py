@@ -68,6 +68,13 @@ def envelope(
     return text.encode("utf-8", "backslashreplace") + b"\n"
 
 
+def unwrap_capture(document: Any) -> Any:
+    """The event inside a capture envelope; any other document as it is."""
+    if isinstance(document, dict) and "destination_capture" in document:
+        return document.get("event")
+    return document
+
+
 def _iso(timestamp: float) -> str:
     moment = datetime.fromtimestamp(timestamp, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from destination.app import create_app
+from destination.check import register_check, register_preview
 from destination.dead_letters import register as register_dead_letters
 from destination.delivery import run_delivery
 from destination.errors import (
@@ -31,6 +32,8 @@ from destination.fake_courier import FakeCourier, create_fake_courier_app
 from destination.log import configure_logging, get_logger
 from destination.mapping import MappingSet, load_mappings
 from destination.migrate_command import register as register_migrate
+from destination.rejected import register as register_rejected
+from destination.replay import register as register_replay
 from destination.retention import purge_periodically
 from destination.settings import (
     LOCAL_SECRET_FILE,
@@ -44,7 +47,14 @@ from destination.validation import create_validator
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 # Each adds one subcommand whose ``handler(args)`` returns an exit code.
-COMMANDS: tuple[Register, ...] = (register_dead_letters, register_migrate)
+COMMANDS: tuple[Register, ...] = (
+    register_check,
+    register_preview,
+    register_dead_letters,
+    register_migrate,
+    register_replay,
+    register_rejected,
+)
 
 log = get_logger(__name__)
 
@@ -76,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="record requests in a separate store and never send them",
+    )
+    serve.add_argument(
+        "--capture",
+        type=Path,
+        metavar="DIR",
+        help="archive every event as gzipped JSON lines (DESTINATION_CAPTURE_DIR)",
     )
     serve.add_argument(
         "--no-worker",
@@ -145,6 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
         "dry_run": args.dry_run,
         "migrate": args.migrate,
         "run_worker": False if args.no_worker else None,
+        "capture_dir": args.capture,
     }
     if args.local:
         local, created = apply_local_defaults(os.environ)

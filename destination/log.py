@@ -17,10 +17,14 @@ import structlog
 def configure_logging(
     *, stream: TextIO | None = None, json: bool | None = None, level: int = logging.INFO
 ) -> None:
-    """Send structlog output to ``stream``; JSON lines unless it is a terminal."""
-    stream = sys.stderr if stream is None else stream
+    """Send structlog output to ``stream``; JSON lines unless it is a terminal.
+
+    Without a stream, output goes to whatever ``sys.stderr`` is when a line is
+    written, so a replaced or closed stream is never written to later.
+    """
     if json is None:
-        json = not stream.isatty()
+        json = not (sys.stderr if stream is None else stream).isatty()
+    target: Any = _CurrentStandardError() if stream is None else stream
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
@@ -35,11 +39,26 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.PrintLoggerFactory(target),
         cache_logger_on_first_use=False,
     )
 
 
+class _CurrentStandardError:
+    """A file-like object that writes to the current ``sys.stderr``."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def get_logger(name: str) -> Any:
-    """A bound logger tagged with the module that logs."""
-    return structlog.get_logger().bind(logger=name)
+    """A lazy logger tagged with the module that logs.
+
+    Modules call this at import time, before ``configure_logging`` runs, so
+    the logger must resolve the configuration when it logs, not now: binding
+    here would freeze structlog's defaults (console output on stdout).
+    """
+    return structlog.get_logger(module=name)

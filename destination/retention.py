@@ -20,6 +20,22 @@ from destination.store import PurgeCounts, Store
 log = get_logger(__name__)
 
 
+def expire_before(
+    settings: Settings, store_created_at: float | None, now: float
+) -> float | None:
+    """Events older than this may have lost their records: count them expired.
+
+    Pair records are purged once older than the record window, so only an
+    event from before ``now - record_retention`` can be a duplicate we no
+    longer recognise, and only if the store is older than that moment: a
+    younger store has purged nothing yet. None: nothing is expired.
+    """
+    if settings.accept_expired or store_created_at is None:
+        return None
+    cutoff = now - settings.record_retention
+    return cutoff if cutoff > store_created_at else None
+
+
 async def purge_once(store: Store, settings: Settings) -> PurgeCounts:
     now = time.time()
     counts = await store.purge(

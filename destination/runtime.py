@@ -10,6 +10,7 @@ from aiohttp import web
 from destination.delivery import DeliveryWorker
 from destination.mapping import MappingSet
 from destination.metrics import Metrics
+from destination.retention import expire_before
 from destination.settings import Settings
 from destination.signature import AuthConfig
 from destination.store import Store
@@ -32,17 +33,8 @@ class Runtime:
     _depth: tuple[float, int] = (0.0, 0)
 
     def expire_before(self, now: float) -> float | None:
-        """Events older than this may have lost their records: count them expired.
-
-        Pair records are purged once older than the record window, so only an
-        event from before ``now - record_retention`` can be a duplicate we no
-        longer recognise, and only if the store is older than that moment:
-        a younger store has purged nothing yet.
-        """
-        if self.settings.accept_expired:
-            return None
-        cutoff = now - self.settings.record_retention
-        return cutoff if cutoff > self.store_created_at else None
+        """See ``retention.expire_before``."""
+        return expire_before(self.settings, self.store_created_at, now)
 
     def wake_worker(self) -> None:
         if self.worker is not None:

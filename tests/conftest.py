@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from destination.app import create_app
 from destination.fake_courier import FakeCourier, create_fake_courier_app
+from destination.log import configure_logging
 from destination.mapping import MappingSet, load_mappings
 from destination.runtime import runtime_key
 from destination.settings import Settings
@@ -99,6 +100,12 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return SQLiteBackend(tmp_path / "destination.db")
     return PostgresBackend(request.getfixturevalue("postgres"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def logging_to_stderr() -> None:
+    """Logs as the service writes them: JSON lines on standard error."""
+    configure_logging(json=True)
 
 
 @pytest.fixture(scope="session")
