@@ -18,6 +18,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from destination.errors import RequestError
+from destination.validation import describe_json_type
 
 # octet-stream is what many HTTP clients send when nobody chose a type.
 JSON_MEDIA_TYPES = frozenset(
@@ -168,15 +169,14 @@ def parse_body(raw: bytes) -> ParsedBody:
     if isinstance(document, dict) and "batch" in document:
         batch = document["batch"]
         if not isinstance(batch, list):
-            raise _bad_json(
-                f"'batch' must be a JSON array of events, not {_json_kind(batch)}."
-            )
+            kind = describe_json_type(batch)
+            raise _bad_json(f"'batch' must be a JSON array of events, not {kind}.")
         return ParsedBody(events=batch, shape="batch")
     if isinstance(document, dict):
         return ParsedBody(events=[document], shape="object")
     raise _bad_json(
-        f"The body is {_json_kind(document)}; send one event object, an array of "
-        'events, or {"batch": [...]}.'
+        f"The body is {describe_json_type(document)}; send one event object, an "
+        'array of events, or {"batch": [...]}.'
     )
 
 
@@ -230,20 +230,6 @@ def _loads_strict(text: str) -> Any:
         raise _bad_json(f"The body is not valid JSON: {error}.") from None
     except RecursionError:
         raise _bad_json("The JSON nests too deeply to be an event.") from None
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def _bad_json(reason: str) -> RequestError:

@@ -167,7 +167,10 @@ class EventValidator:
         """Return what is wrong with ``event``; an empty list means it is valid."""
         if not isinstance(event, dict):
             return [
-                EventError("$", f"an event must be a JSON object, not {_kind(event)}.")
+                EventError(
+                    "$",
+                    f"an event must be a JSON object, not {describe_json_type(event)}.",
+                )
             ]
 
         size_error = _check_size(event)
@@ -378,7 +381,7 @@ def _required(location: Location) -> _Problem:
 def _wrong_type(where: Location, expected: str | list[str], value: object) -> str:
     allowed = [expected] if isinstance(expected, str) else expected
     words = " or ".join(_TYPE_WORDS.get(kind, kind) for kind in allowed)
-    message = f"{_field_name(where)} must be {words}, not {_kind(value)}"
+    message = f"{_field_name(where)} must be {words}, not {describe_json_type(value)}"
     if isinstance(value, bool | int | float | str):
         message += f" ({_show(value)})"
 
@@ -396,7 +399,8 @@ def _wrong_type(where: Location, expected: str | list[str], value: object) -> st
     return message + "."
 
 
-def _kind(value: object) -> str:
+def describe_json_type(value: object) -> str:
+    """How an error message names a value's JSON type: 'a string', 'an array'."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -181,7 +181,7 @@ def test_non_container_top_level_is_refused(raw: bytes, kind: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "kind"),
     [
-        pytest.param(b'{"batch":{"a":1}}', "an object", id="object"),
+        pytest.param(b'{"batch":{"a":1}}', "a JSON object", id="object"),
         pytest.param(b'{"batch":null}', "null", id="null"),
         pytest.param(b'{"batch":"[]"}', "a string", id="string"),
     ],
