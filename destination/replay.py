@@ -8,7 +8,9 @@ one of three targets:
   ``plan_events`` and ``Store.store_events`` exactly as a webhook request does,
   and a delivery worker sends what was enqueued until the outbox is empty;
 - ``--to URL`` (``replay_http``): signed batches to a running service;
-- ``--dry-run`` (``replay_store``): plan and count, write nothing.
+- ``--dry-run`` (``replay_store``): plan and count, write nothing;
+  ``--compare OLD_DIR`` (``replay_compare``) is a dry run that also plans with
+  the old mappings and reports what changes.
 
 Keys come from each event's ``messageId``, so what the store already holds
 (from live traffic, an earlier replay, or a replay killed half way) is a
@@ -34,6 +36,12 @@ from destination.errors import SettingsError
 from destination.log import configure_logging, get_logger
 from destination.mapping import MappingSet, load_mappings
 from destination.progress import Progress
+from destination.replay_compare import (
+    DEFAULT_SAMPLES,
+    ComparingPlanner,
+    Comparison,
+    load_old_mappings,
+)
 from destination.replay_feed import Pacer, Selection, Target, feed
 from destination.replay_files import (
     ReadProgress,
@@ -61,6 +69,8 @@ class ReplayOptions:
     selection: Selection
     mapping_names: tuple[str, ...]
     dry_run: bool
+    compare: Path | None
+    samples: int
     to: str | None
     secret: str | None
     as_json: bool
@@ -71,6 +81,8 @@ class ReplayOptions:
     def mode(self) -> Mode:
         if self.to is not None:
             return "to"
+        if self.compare is not None:
+            return "compare"
         return "dry-run" if self.dry_run else "in-process"
 
 
@@ -105,6 +117,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="plan and count only: write nothing, send nothing",
     )
+    target.add_argument(
+        "--compare",
+        type=Path,
+        metavar="OLD_DIR",
+        help="a dry run that also plans with the mappings in OLD_DIR and shows, "
+        "per mapping, the requests that change, appear or disappear (implies "
+        "--dry-run)",
+    )
     target.add_argument("--database-url", help="store location (DATABASE_URL)")
     target.add_argument(
         "--mappings", type=Path, help="mapping directory (DESTINATION_MAPPINGS)"
@@ -136,6 +156,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     pace.add_argument(
         "--json", action="store_true", help="JSON lines on standard output"
     )
+    pace.add_argument(
+        "--samples",
+        type=int,
+        metavar="N",
+        help=f"--compare: diffs shown per mapping (default {DEFAULT_SAMPLES})",
+    )
 
 
 def _positive(kind: type[int] | type[float]) -> Any:
@@ -153,6 +179,7 @@ def _positive(kind: type[int] | type[float]) -> Any:
 
 def read_options(args: argparse.Namespace) -> ReplayOptions:
     """Check the flags that depend on each other; raise SettingsError if wrong."""
+    _check_compare(args)
     if args.to is not None and args.dry_run:
         raise SettingsError("--to and --dry-run exclude each other; pick one.")
     if args.to is not None and args.mapping:
@@ -177,13 +204,28 @@ def read_options(args: argparse.Namespace) -> ReplayOptions:
             until=until,
         ),
         mapping_names=tuple(args.mapping),
-        dry_run=args.dry_run,
+        # A comparison is a dry run: it never writes or sends.
+        dry_run=args.dry_run or args.compare is not None,
+        compare=args.compare,
+        samples=DEFAULT_SAMPLES if args.samples is None else args.samples,
         to=args.to,
         secret=None,
         as_json=args.json,
         rate=args.rate,
         concurrency=args.concurrency,
     )
+
+
+def _check_compare(args: argparse.Namespace) -> None:
+    if args.compare is not None and args.to is not None:
+        raise SettingsError(
+            "--compare and --to exclude each other: a comparison plans here and "
+            "sends nothing; drop --to."
+        )
+    if args.samples is not None and args.compare is None:
+        raise SettingsError("--samples works with --compare only; add --compare.")
+    if args.samples is not None and args.samples < 0:
+        raise SettingsError(f"--samples must be 0 or more, not {args.samples}.")
 
 
 def _read_time(flag: str, value: str | None) -> datetime | None:
@@ -275,6 +317,8 @@ def run_replay(args: argparse.Namespace) -> int:
         report.interrupted = True
     finally:
         progress.close()
+    if isinstance(planner, ComparingPlanner):
+        planner.comparison.write(report.out, as_json=options.as_json)
     report.write_summary()
     summary = report.summary()
     log.info("replay.completed", **{k: v for k, v in summary.items() if k != "kind"})
@@ -283,28 +327,64 @@ def run_replay(args: argparse.Namespace) -> int:
 
 def _create_planner(options: ReplayOptions, settings: Settings) -> Planner:
     mappings = load_mappings(settings.mappings_dir)
+    old = None if options.compare is None else load_old_mappings(options.compare)
     if options.mapping_names:
-        chosen = {name: mappings.get(name) for name in options.mapping_names}
-        missing = [name for name, mapping in chosen.items() if mapping is None]
-        if missing:
-            known = ", ".join(repr(m.name) for m in mappings.mappings) or "none"
-            raise SettingsError(
-                f"--mapping {missing[0]!r} is not among the mappings in "
-                f"{str(settings.mappings_dir)!r} (loaded: {known})."
-            )
-        mappings = MappingSet(tuple(m for m in chosen.values() if m is not None))
+        _check_mapping_names(options, settings, [mappings, old])
+        mappings = _choose(mappings, options.mapping_names)
+        old = None if old is None else _choose(old, options.mapping_names)
     elif not mappings.mappings:
         log.warning(
             "mappings.empty",
             directory=str(settings.mappings_dir),
             message="No mappings: every event will be counted unmapped or ignored.",
         )
-    return Planner(
-        create_validator(),
+    validator = create_validator()
+    mapping_filter = bool(options.mapping_names)
+    if old is None:
+        return Planner(validator, mappings, settings, mapping_filter=mapping_filter)
+    comparison = Comparison(
+        mappings,
+        old,
+        current_label=str(settings.mappings_dir),
+        old_label=str(options.compare),
+        samples=options.samples,
+    )
+    return ComparingPlanner(
+        validator,
         mappings,
         settings,
-        mapping_filter=bool(options.mapping_names),
+        mapping_filter,
+        old_mappings=old,
+        comparison=comparison,
     )
+
+
+def _check_mapping_names(
+    options: ReplayOptions, settings: Settings, sets: list[MappingSet | None]
+) -> None:
+    """Each ``--mapping`` names a loaded mapping (with --compare, old or current)."""
+    loaded = [mappings for mappings in sets if mappings is not None]
+    missing = [
+        name
+        for name in options.mapping_names
+        if all(mappings.get(name) is None for mappings in loaded)
+    ]
+    if not missing:
+        return
+    names = dict.fromkeys(m.name for mappings in loaded for m in mappings.mappings)
+    known = ", ".join(map(repr, names)) or "none"
+    directories = [settings.mappings_dir, options.compare]
+    where = " or ".join(repr(str(path)) for path in directories if path is not None)
+    raise SettingsError(
+        f"--mapping {missing[0]!r} is not among the mappings in {where} "
+        f"(loaded: {known})."
+    )
+
+
+def _choose(mappings: MappingSet, names: tuple[str, ...]) -> MappingSet:
+    # dict.fromkeys: a name given twice must not plan its pairs twice.
+    chosen = (mappings.get(name) for name in dict.fromkeys(names))
+    return MappingSet(tuple(m for m in chosen if m is not None))
 
 
 @dataclass(frozen=True, slots=True)

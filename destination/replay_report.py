@@ -4,6 +4,8 @@ For a person, problems are one line each on standard error, above the progress
 bar, and the summary is a small table on standard output. With ``--json``,
 standard output carries JSON lines instead, one object per problem (and per
 request in a dry run), each with a ``kind``, and a last ``summary`` object.
+A comparison (``--compare``) prints its own lines, per mapping, instead of
+the requests (``replay_compare``).
 
 The exit code follows from the report: 0 only when every line was used
 (enqueued, duplicate, unmapped, ignored or filtered) and every send finished
@@ -24,7 +26,7 @@ from destination.progress import Progress
 from destination.replay_framing import InvalidInput, Location
 from destination.store import Conflict, PlannedSend
 
-Mode = Literal["in-process", "dry-run", "to"]
+Mode = Literal["in-process", "dry-run", "compare", "to"]
 
 _READING = (
     "lines",
@@ -50,6 +52,18 @@ SUMMARY_FIELDS: Mapping[Mode, tuple[str, ...]] = {
         "pending",
     ),
     "dry-run": (*_READING, "accepted", "duplicates", "requests", "no_recipient"),
+    # The dry run's counts, then (messageId, mapping) pairs of every mapping.
+    "compare": (
+        *_READING,
+        "accepted",
+        "duplicates",
+        "requests",
+        "no_recipient",
+        "unchanged",
+        "changed",
+        "appeared",
+        "disappeared",
+    ),
     "to": (
         *_READING,
         "accepted",
@@ -139,7 +153,7 @@ class Report:
 
     def request(self, location: Location, message_id: str, send: PlannedSend) -> None:
         """In a dry run with ``--json``, one request that would be sent."""
-        if not self.as_json or send.body is None:
+        if not self.as_json or send.body is None or self.mode == "compare":
             return
         head = json.dumps(
             {
