@@ -8,13 +8,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-from aiohttp import web
 
 from destination.app import create_app
 from destination.check import register_check, register_preview
@@ -32,6 +29,7 @@ from destination.fake_courier import FakeCourier, create_fake_courier_app
 from destination.log import configure_logging, get_logger
 from destination.mapping import MappingSet, load_mappings
 from destination.migrate_command import register as register_migrate
+from destination.process import serve_app, wait_for_stop_signal
 from destination.rejected import register as register_rejected
 from destination.replay import register as register_replay
 from destination.retention import purge_periodically
@@ -192,14 +190,15 @@ def _serve(args: argparse.Namespace) -> int:
             "service.dry_run",
             message="Dry run: requests are recorded in the store, never sent.",
         )
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout,
-        access_log=None,
-        print=None,
+    asyncio.run(
+        serve_app(
+            app,
+            settings.host,
+            settings.port,
+            shutdown_timeout=settings.shutdown_timeout,
+        )
     )
+    log.info("service.stopped")
     return EXIT_OK
 
 
@@ -223,10 +222,6 @@ def _worker(args: argparse.Namespace) -> int:
 
 async def run_worker_until_stopped(settings: Settings) -> None:
     """Deliver and purge until SIGTERM or SIGINT, then finish sends in flight."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     mode: StoreMode = "dry-run" if settings.dry_run else "live"
     store = create_store(
         settings.database_url,
@@ -238,7 +233,7 @@ async def run_worker_until_stopped(settings: Settings) -> None:
     try:
         purging = asyncio.create_task(purge_periodically(store, settings))
         async with run_delivery(settings, store):
-            await stop.wait()
+            await wait_for_stop_signal()
         purging.cancel()
         await asyncio.gather(purging, return_exceptions=True)
     finally:
@@ -285,13 +280,8 @@ def _fake_courier(args: argparse.Namespace) -> int:
         "(routes: /send, /profiles/{user_id})",
         flush=True,
     )
-    web.run_app(
-        create_fake_courier_app(fake),
-        host="127.0.0.1",
-        port=args.port,
-        access_log=None,
-        print=None,
-    )
+    app = create_fake_courier_app(fake)
+    asyncio.run(serve_app(app, "127.0.0.1", args.port, shutdown_timeout=5.0))
     return EXIT_OK
 
 
