@@ -23,13 +23,11 @@ from destination.settings import Settings
 from destination.signature import AuthConfig
 from destination.store import StoreMode, create_store
 from destination.validation import EventValidator
-from destination.webhook import handle_webhook
+from destination.webhook import expect_webhook, handle_webhook, refusal_response
 
 log = get_logger(__name__)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-# After these the rest of the body is not worth reading: close the connection.
-_CLOSE_AFTER = frozenset({408, 413})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -67,7 +65,7 @@ def create_app(
         handler_args={"auto_decompress": False},
     )
     app[runtime_key] = runtime
-    app.router.add_post("/webhook", handle_webhook)
+    app.router.add_post("/webhook", handle_webhook, expect_handler=expect_webhook)
     app.router.add_get("/healthz", handle_health)
     app.router.add_get("/metrics", handle_metrics)
     app.cleanup_ctx.append(_store_context)
@@ -135,24 +133,36 @@ async def request_middleware(
         except RequestError as error:
             response = refusal_response(error)
         except web.HTTPException as error:
-            error.headers["X-Request-Id"] = request_id
-            _log_request(request, error.status, started)
-            raise
+            response = _http_error_response(error)
+        except Exception:
+            # A bug, not a data error: log it with its traceback, answer JSON.
+            log.exception("http.unhandled_error", path=request.path)
+            response = web.json_response(
+                {
+                    "error": "internal_error",
+                    "message": "An unexpected error; see logs.",
+                },
+                status=500,
+            )
         response.headers["X-Request-Id"] = request_id
         _log_request(request, response.status, started)
-    if request.path == "/webhook":
+    if request.path.startswith("/webhook"):
         request.app[runtime_key].metrics.count_response(response.status)
     return response
 
 
-def refusal_response(error: RequestError) -> web.Response:
+def _http_error_response(error: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (404, 405, 413 ...) in our JSON error shape."""
+    if error.status < 400:
+        raise error
+    code = error.reason.lower().replace(" ", "_")
     response = web.json_response(
-        {"error": error.code, "message": error.reason}, status=error.status
+        {"error": code, "message": f"{error.reason}: {error.text or ''}".strip(": ")},
+        status=error.status,
     )
-    if error.retry_after is not None:
-        response.headers["Retry-After"] = str(error.retry_after)
-    if error.status in _CLOSE_AFTER:
-        response.force_close()
+    for name in ("Allow", "Retry-After"):
+        if name in error.headers:
+            response.headers[name] = error.headers[name]
     return response
 
 

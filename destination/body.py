@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,6 +25,8 @@ from destination.validation import describe_json_type
 JSON_MEDIA_TYPES = frozenset(
     {"application/json", "text/plain", "application/octet-stream"}
 )
+INFLATE_SLICE = 64 * 1024
+MAX_GZIP_MEMBERS = 64
 FORM_MEDIA_TYPES = frozenset(
     {"application/x-www-form-urlencoded", "multipart/form-data"}
 )
@@ -122,25 +125,15 @@ async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
 
 
 def inflate(data: bytes, encoding: str, limits: BodyLimits) -> bytes:
-    """Inflate gzip (every member) or deflate, never past ``limits.max_bytes``."""
-    wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
-    output: list[bytes] = []
-    size = 0
+    """Inflate gzip (every member) or deflate, never past ``limits.max_bytes``.
+
+    The input is fed in slices, so each step costs in proportion to the slice,
+    however many members the body holds; at most ``MAX_GZIP_MEMBERS`` are read.
+    """
     try:
-        while data:
-            inflater = zlib.decompressobj(wbits)
-            pending = data
-            while pending:
-                # max_length caps each step, so a bomb never gets to expand.
-                piece = inflater.decompress(pending, limits.max_bytes - size + 1)
-                size += len(piece)
-                if size > limits.max_bytes:
-                    raise _too_large("The inflated body", limits)
-                output.append(piece)
-                pending = inflater.unconsumed_tail
-            if not inflater.eof:
-                raise zlib.error("the compressed data ends early")
-            data = inflater.unused_data
+        if encoding == "deflate":
+            return _inflate_deflate(data, limits)
+        return _inflate_gzip(data, limits)
     except zlib.error as error:
         raise RequestError(
             400,
@@ -148,7 +141,76 @@ def inflate(data: bytes, encoding: str, limits: BodyLimits) -> bytes:
             "Content-Encoding names how it was compressed.",
             code="bad_encoding",
         ) from None
-    return b"".join(output)
+
+
+def _inflate_gzip(data: bytes, limits: BodyLimits) -> bytes:
+    output = _Output(limits)
+    view = memoryview(data)
+    position = members = 0
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    fed = False  # whether the current member has been given any bytes
+    pending = b""
+    while pending or position < len(view):
+        if not pending:
+            pending = bytes(view[position : position + INFLATE_SLICE])
+            position += INFLATE_SLICE
+        fed = True
+        output.add(inflater.decompress(pending, output.room()))
+        pending = inflater.unconsumed_tail
+        if not inflater.eof:
+            continue
+        members += 1
+        pending = inflater.unused_data
+        if not pending.strip(b"\0") and not any(view[position:]):
+            return output.join()  # gzip(1) also ignores trailing zeros
+        if members >= MAX_GZIP_MEMBERS:
+            raise RequestError(
+                400,
+                f"The body holds more than {MAX_GZIP_MEMBERS} gzip members; "
+                "compress it as one.",
+                code="bad_encoding",
+            )
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        fed = False
+    if members == 0 or fed:
+        raise zlib.error("the compressed data ends early")
+    return output.join()
+
+
+def _inflate_deflate(data: bytes, limits: BodyLimits) -> bytes:
+    # RFC 9110's deflate is zlib-wrapped, but many senders send raw deflate.
+    wbits = zlib.MAX_WBITS if data[:1] and (data[0] & 0x0F) == 8 else -zlib.MAX_WBITS
+    output = _Output(limits)
+    inflater = zlib.decompressobj(wbits)
+    pending = data
+    while pending:
+        output.add(inflater.decompress(pending, output.room()))
+        pending = inflater.unconsumed_tail
+    if not inflater.eof:
+        raise zlib.error("the compressed data ends early")
+    return output.join()
+
+
+class _Output:
+    """Inflated pieces, refusing to grow past the body limit."""
+
+    def __init__(self, limits: BodyLimits) -> None:
+        self._limits = limits
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    def room(self) -> int:
+        # One byte more than allowed, so going over is seen, never more.
+        return self._limits.max_bytes - self._size + 1
+
+    def add(self, piece: bytes) -> None:
+        self._size += len(piece)
+        if self._size > self._limits.max_bytes:
+            raise _too_large("The inflated body", self._limits)
+        self._pieces.append(piece)
+
+    def join(self) -> bytes:
+        return b"".join(self._pieces)
 
 
 def _too_large(what: str, limits: BodyLimits) -> RequestError:
@@ -166,7 +228,9 @@ def parse_body(raw: bytes) -> ParsedBody:
     document = _loads_strict(text)
     if isinstance(document, list):
         return ParsedBody(events=document, shape="array")
-    if isinstance(document, dict) and "batch" in document:
+    # An event always has a type; only an object without one is a wrapper,
+    # so an event with a field named "batch" stays an event.
+    if isinstance(document, dict) and "batch" in document and "type" not in document:
         batch = document["batch"]
         if not isinstance(batch, list):
             kind = describe_json_type(batch)
@@ -205,8 +269,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON; write null or a number")
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON text, but Python reads it as infinity, which no
+    # JSON encoder, store or API downstream can carry.
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text} is too large to represent")
+    return number
+
+
 _STRICT = json.JSONDecoder(
-    object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+    object_pairs_hook=_reject_duplicates,
+    parse_constant=_reject_constant,
+    parse_float=_finite_float,
 )
 
 

@@ -30,6 +30,8 @@ from typing import Any, Literal, TextIO
 
 from aiohttp import web
 
+from destination.body import loads_strict
+
 FaultKind = Literal["status", "reset", "delay", "stale"]
 
 
@@ -143,8 +145,9 @@ class FakeCourier:
         self, request: web.Request, body: bytes, key: str | None
     ) -> web.Response:
         try:
-            document = json.loads(body)
-        except ValueError:
+            # As strict as a real API: NaN, Infinity and duplicate keys fail.
+            document = loads_strict(body.decode("utf-8"))
+        except (ValueError, RecursionError):
             return self._answer(request, body, key, 400, '{"message":"Invalid JSON"}')
         template = _template_of(document)
         if self.known_templates is not None and template not in self.known_templates:

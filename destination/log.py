@@ -42,6 +42,24 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(target),
         cache_logger_on_first_use=False,
     )
+    # aiohttp reports malformed requests through the standard library, with
+    # tracebacks that quote the raw request (headers with tokens, bodies):
+    # keep only what went wrong, as one of our lines.
+    server = logging.getLogger("aiohttp.server")
+    server.handlers[:] = [_ProtocolErrors()]
+    server.propagate = False
+
+
+class _ProtocolErrors(logging.Handler):
+    """Turns aiohttp's error records into ``http.protocol_error`` lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        get_logger("aiohttp.server").warning(
+            "http.protocol_error",
+            error=None if error is None else type(error).__name__,
+            status=getattr(error, "code", None),
+        )
 
 
 class _CurrentStandardError:

@@ -276,6 +276,11 @@ def render_send(mapping: Mapping, event: abc.Mapping[str, Any]) -> RenderedSend:
     assert isinstance(body, dict), "the loader accepts only an object for send"
 
     if mapping.action == "profile":
+        if user_id in (".", ".."):
+            # URLs resolve "." and ".." (even percent-encoded) as steps up the
+            # path, so no request can name such a profile.
+            message = f"the profile id {user_id!r} cannot be part of a URL path."
+            raise EventRejectedError(mapping.name, [EventError("$.userId", message)])
         path = PROFILE_PATH + ("" if user_id is None else quote(user_id, safe=""))
         return RenderedSend(mapping.name, body, user_id is not None, path)
     if names_a_list(body) and not mapping.allow_lists:

@@ -37,6 +37,7 @@ class Settings:
     shared_secrets: tuple[str, ...] = ()
     token: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
+    max_events: int = 5000
     courier_base_url: str = "https://api.courier.com"
     courier_auth_token: str | None = None
     allow_unsigned: bool = False
@@ -140,6 +141,7 @@ _ENVIRONMENT: tuple[tuple[str, str, Any], ...] = (
     ("DESTINATION_SHARED_SECRET", "shared_secrets", _parse_secrets),
     ("DESTINATION_TOKEN", "token", _parse_text),
     ("DESTINATION_MAX_BODY_BYTES", "max_body_bytes", _parse_positive_int),
+    ("DESTINATION_MAX_EVENTS", "max_events", _parse_positive_int),
     ("COURIER_BASE_URL", "courier_base_url", _parse_url),
     ("COURIER_AUTH_TOKEN", "courier_auth_token", _parse_text),
     ("DESTINATION_READ_TIMEOUT", "read_timeout", _parse_seconds),

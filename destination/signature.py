@@ -151,7 +151,7 @@ def _check_x_signature(body: bytes, signature: str, secrets: Sequence[str]) -> s
 
 
 def _matches(claimed: str, data: bytes, secrets: Sequence[str]) -> bool:
-    claimed_bytes = claimed.strip().lower().encode("ascii", "replace")
+    claimed_bytes = claimed.strip().lower().encode("ascii", "replace")  # never raises
     results = [
         hmac.compare_digest(sign(secret, data).encode("ascii"), claimed_bytes)
         for secret in secrets
@@ -167,12 +167,15 @@ def _token_matches(header: str, token: str) -> bool:
     elif scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, UnicodeDecodeError, ValueError):
             return False
         offered = decoded.partition(":")[2]
     else:
         return False
-    return hmac.compare_digest(offered.encode("utf-8"), token.encode("utf-8"))
+    # aiohttp keeps undecodable header bytes as surrogates; encode them back
+    # to those bytes rather than fail: they simply do not match.
+    offered_bytes = offered.encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(offered_bytes, token.encode("utf-8"))
 
 
 def _missing_credentials_reason(config: AuthConfig) -> str:

@@ -7,6 +7,8 @@ never makes the CDP time out and redeliver.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import time
 from collections import Counter
@@ -24,9 +26,14 @@ from destination.log import get_logger
 from destination.runtime import Runtime, runtime_key
 from destination.signature import authenticate
 from destination.store import EventOutcome, RejectedEvent
+from destination.validation import MAX_EVENT_BYTES
 
 log = get_logger(__name__)
 
+# After these the rest of the body is not worth reading: close the connection.
+_CLOSE_AFTER = frozenset({408, 413})
+# Planning is pure CPU; past this many events it leaves the event loop.
+INLINE_PLAN_EVENTS = 50
 STORE_RETRY_AFTER_SECONDS = 5
 BACKPRESSURE_RETRY_AFTER_SECONDS = 30
 
@@ -47,6 +54,32 @@ class Summary:
         return result
 
 
+def refusal_response(error: RequestError) -> web.Response:
+    response = web.json_response(
+        {"error": error.code, "message": error.reason}, status=error.status
+    )
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    if error.status in _CLOSE_AFTER:
+        response.force_close()
+    return response
+
+
+async def expect_webhook(request: web.Request) -> web.StreamResponse | None:
+    """Judge the headers before ``100 Continue`` invites the body."""
+    settings = request.app[runtime_key].settings
+    try:
+        check_headers(
+            request, BodyLimits(settings.max_body_bytes, settings.read_timeout)
+        )
+    except RequestError as error:
+        return refusal_response(error)
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text="Only 'Expect: 100-continue' is known.")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
+
+
 async def handle_webhook(request: web.Request) -> web.Response:
     runtime = request.app[runtime_key]
     settings = runtime.settings
@@ -56,17 +89,18 @@ async def handle_webhook(request: web.Request) -> web.Response:
     raw = await read_body(request, limits)
     scheme = authenticate(raw, request.headers, runtime.auth)
     parsed = parse_body(raw)
+    if len(parsed.events) > settings.max_events:
+        raise RequestError(
+            413,
+            f"The request holds {len(parsed.events)} events, over the limit of "
+            f"{settings.max_events} (DESTINATION_MAX_EVENTS); send smaller batches.",
+            code="too_many_events",
+        )
     now = time.time()
-    plan = plan_events(
-        parsed.events,
-        runtime.validator,
-        runtime.mappings,
-        settings.source_id,
-        expire_before=runtime.expire_before(now),
-    )
+    plan = await _plan(runtime, parsed.events, now)
     stored = [entry for entry in plan if entry.incoming is not None]
     if stored:
-        await _check_backpressure(runtime)
+        await _check_backpressure(runtime, stored)
     outcomes = await _store(runtime, stored, _rejections(plan, parsed.events), now)
     if stored:
         runtime.note_enqueued(sum(outcome.enqueued for outcome in outcomes))
@@ -89,11 +123,31 @@ async def handle_webhook(request: web.Request) -> web.Response:
     return web.json_response(summary.as_json())
 
 
-async def _check_backpressure(runtime: Runtime) -> None:
-    """Answer 503 while the outbox is deeper than the configured limit."""
+async def _plan(runtime: Runtime, events: list[Any], now: float) -> list[PlannedEvent]:
+    """Plan small requests inline; big ones on a thread, so others get answers."""
+    settings = runtime.settings
+    work = functools.partial(
+        plan_events,
+        events,
+        runtime.validator,
+        runtime.mappings,
+        settings.source_id,
+        expire_before=runtime.expire_before(now),
+    )
+    return (
+        work() if len(events) <= INLINE_PLAN_EVENTS else await asyncio.to_thread(work)
+    )
+
+
+async def _check_backpressure(runtime: Runtime, stored: list[PlannedEvent]) -> None:
+    """Answer 503 while the outbox is deeper than the limit, unless nothing is new.
+
+    A redelivery of events already handled adds no request, so it is answered
+    (as duplicates) even then: a 503 would only make the CDP send it again.
+    """
     depth = await runtime.outbox_depth()
     limit = runtime.settings.max_outbox
-    if depth >= limit:
+    if depth >= limit and not await _all_known(runtime, stored):
         log.warning("webhook.backpressure", outbox_depth=depth, limit=limit)
         raise RequestError(
             503,
@@ -104,16 +158,39 @@ async def _check_backpressure(runtime: Runtime) -> None:
         )
 
 
+async def _all_known(runtime: Runtime, stored: list[PlannedEvent]) -> bool:
+    wanted = {
+        (entry.incoming.message_id, send.mapping)
+        for entry in stored
+        if entry.incoming is not None
+        for send in entry.incoming.sends
+    }
+    message_ids = sorted({message_id for message_id, _ in wanted})
+    known = await runtime.store.existing_pairs(runtime.settings.source_id, message_ids)
+    return wanted <= known
+
+
 def _rejections(plan: list[PlannedEvent], events: list[Any]) -> list[RejectedEvent]:
     return [
         RejectedEvent(
             message_id=entry.message_id,
-            payload=encode_json(events[entry.index]),
+            payload=_kept_payload(entry, events[entry.index]),
             errors=json.dumps([error.as_json() for error in entry.errors]),
         )
         for entry in plan
         if entry.disposition == "rejected"
     ]
+
+
+def _kept_payload(entry: PlannedEvent, event: Any) -> bytes:
+    """The rejected event as kept for export: whole, unless over the event limit."""
+    payload = encode_json(event)
+    if len(payload) <= MAX_EVENT_BYTES:
+        return payload
+    # Too big to ever be valid: keeping it would let one request store megabytes.
+    return encode_json(
+        {"messageId": entry.message_id, "omitted": f"{len(payload)} bytes"}
+    )
 
 
 async def _store(

@@ -126,6 +126,19 @@ def test_profile_path(
 
 
 @pytest.mark.parametrize(
+    "user_id", [pytest.param(".", id="dot"), pytest.param("..", id="dots")]
+)
+def test_profile_ids_that_climb_the_path_are_rejected(
+    tmp_path: Path, user_id: str
+) -> None:
+    """ "." and ".." would turn POST /profiles/{id} into another URL: rejected."""
+    mapping = one_mapping(tmp_path, PROFILE % "")
+
+    with pytest.raises(EventRejectedError, match="URL path"):
+        render_send(mapping, identify(userId=user_id))
+
+
+@pytest.mark.parametrize(
     "traits",
     [
         pytest.param({}, id="missing"),

@@ -97,6 +97,7 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("DESTINATION_SHARED_SECRET", "new, old ,", "shared_secrets", ("new", "old")),
     ("DESTINATION_TOKEN", "tok", "token", "tok"),
     ("DESTINATION_MAX_BODY_BYTES", "1024", "max_body_bytes", 1024),
+    ("DESTINATION_MAX_EVENTS", "100", "max_events", 100),
     (
         "COURIER_BASE_URL",
         "http://127.0.0.1:8081/",

@@ -861,3 +861,12 @@ def test_nested_paths_and_generic_messages(schema_copy: Path) -> None:
         ),
         EventError("$.properties.orderId", "properties.orderId is required."),
     ]
+
+
+@pytest.mark.parametrize("field", ["userId", "anonymousId"])
+def test_ids_refuse_control_characters(validator: EventValidator, field: str) -> None:
+    """A recipient id with a control character is refused like a messageId with one."""
+    [error] = validator.validate(make_event(**{field: "user\u0001"}))
+
+    assert error.path == f"$.{field}"
+    assert "control characters" in error.message

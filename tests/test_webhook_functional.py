@@ -791,3 +791,166 @@ async def test_slow_clients_do_not_block_others(make_service: Any) -> None:
 
     assert [status for status, _ in answers] == [200] * 5
     assert set(statuses) == {b"408"}
+
+
+# Found by attacking a running service; each is a whole kind, kept as a test.
+
+
+async def test_numbers_too_large_for_a_float_are_a_400(make_service: Any) -> None:
+    """1e400 is JSON text Python reads as infinity: refused, never sent on."""
+    client = await make_service()
+    body = compact(make_event("m-inf")).replace(b'"o-1"', b"1e400")
+
+    status, answer = await post(client, body)
+
+    assert status == 400
+    assert "1e400" in answer["message"]
+
+
+async def test_an_event_with_a_batch_field_stays_an_event(
+    make_service: Any,
+) -> None:
+    """Only an object without a type is a batch wrapper."""
+    client = await make_service()
+    event = make_event("m-outer", batch=[make_event("m-inner")])
+
+    status, summary = await post(client, compact(event))
+
+    assert (status, summary["accepted"]) == (200, 1)
+    counts = await store_of(client).counts()
+    assert counts["events"] == 1
+
+
+async def test_many_gzip_members_are_refused_quickly(make_service: Any) -> None:
+    """Thousands of tiny gzip members cost linear time and end in a 400."""
+    import gzip
+
+    client = await make_service()
+    body = gzip.compress(b"", mtime=0) * 150_000
+    headers = {**signed_headers(b"{}"), "Content-Encoding": "gzip"}
+
+    response = await client.post("/webhook", data=io.BytesIO(body), headers=headers)
+
+    assert response.status == 400
+    assert "gzip members" in (await response.json())["message"]
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        pytest.param("gzip-zero-padded", id="gzip-zero-padded"),
+        pytest.param("raw-deflate", id="raw-deflate"),
+        pytest.param("zlib-deflate", id="zlib-deflate"),
+    ],
+)
+async def test_compression_variants_senders_use(
+    make_service: Any, encoded: str
+) -> None:
+    """Zero padding after gzip and deflate without its zlib header are accepted."""
+    import gzip
+    import zlib
+
+    client = await make_service()
+    body = compact(make_event(f"m-{encoded}"))
+    if encoded == "gzip-zero-padded":
+        data, encoding = gzip.compress(body) + b"\0" * 512, "gzip"
+    elif encoded == "raw-deflate":
+        packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+        data, encoding = packer.compress(body) + packer.flush(), "deflate"
+    else:
+        data, encoding = zlib.compress(body), "deflate"
+    headers = {**signed_headers(body), "Content-Encoding": encoding}
+
+    response = await client.post("/webhook", data=data, headers=headers)
+
+    assert response.status == 200
+
+
+async def test_too_many_events_is_a_413(make_service: Any) -> None:
+    """More events than DESTINATION_MAX_EVENTS in one request is refused whole."""
+    client = await make_service(max_events=3)
+    body = compact([make_event(f"m-many-{i}") for i in range(4)])
+
+    status, answer = await post(client, body)
+
+    assert (status, answer["error"]) == (413, "too_many_events")
+
+
+async def test_undecodable_authorization_is_a_401(make_service: Any) -> None:
+    """A token with bytes that are not UTF-8 is a wrong token, not a crash."""
+    client = await make_service(shared_secrets=(), token="tok")
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer t\xe9k\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    await writer.drain()
+
+    status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+    writer.close()
+
+    assert status_line.startswith(b"HTTP/1.1 401")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        pytest.param("GET", "/webhook", 405, id="get"),
+        pytest.param("PUT", "/webhook", 405, id="put"),
+        pytest.param("POST", "/nowhere", 404, id="not-found"),
+    ],
+)
+async def test_every_refusal_is_json(
+    make_service: Any, method: str, path: str, status: int
+) -> None:
+    """aiohttp's own refusals come in the same {"error", "message"} shape."""
+    client = await make_service()
+
+    response = await client.request(method, path)
+
+    assert response.status == status
+    assert set(await response.json()) == {"error", "message"}
+
+
+async def test_expect_continue_is_judged_on_headers_first(make_service: Any) -> None:
+    """With Expect: 100-continue, an oversized body is refused before it is sent."""
+    client = await make_service()
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 99999999\r\n\r\n"
+    )
+    await writer.drain()
+
+    status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+    writer.close()
+
+    assert status_line.startswith(b"HTTP/1.1 413")
+
+
+async def test_redelivery_is_answered_even_when_the_outbox_is_full(
+    make_service: Any, fake: FakeCourier
+) -> None:
+    """Back-pressure refuses new work only: a duplicate still gets its 200."""
+    fake.hold()
+    client = await make_service(max_outbox=1)
+    body = compact(make_event("m-bp-again"))
+    await post(client, body)
+
+    status, summary = await post(client, body)
+
+    assert (status, summary["duplicates"]) == (200, 1)
+
+
+async def test_oversized_rejected_events_are_not_kept_whole(
+    make_service: Any,
+) -> None:
+    """An event over 32 KiB is rejected, and only a stub of it is stored."""
+    client = await make_service()
+    huge = make_event("m-huge-kept", properties={"pad": "z" * 100_000})
+    await post(client, compact([make_event("m-small"), huge]))
+
+    [kept] = await store_of(client).export_rejected(0, 10)
+
+    assert len(kept.payload) < 200
+    assert json.loads(kept.payload)["messageId"] == "m-huge-kept"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,9 @@ from destination.store import (
 )
 
 T = TypeVar("T")
+
+INGEST = "ingest"
+WORK = "work"
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -141,20 +145,29 @@ class SQLiteStore:
         self.path = path
         self.mode = mode
         self._busy_timeout_ms = int(busy_timeout * 1000)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._connection: sqlite3.Connection | None = None
+        # Two lanes, each one thread with its own connection: ingest never
+        # queues behind the worker's writes, so when another process holds
+        # the lock, ingest answers 503 after one busy timeout, not several.
+        self._lanes = {
+            lane: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{lane}")
+            for lane in (INGEST, WORK)
+        }
+        self._local = threading.local()
+        self._opened = False
 
     async def open(self) -> None:
         await self._run(self._open)
+        self._opened = True
 
     async def close(self) -> None:
-        await self._run(self._close)
-        self._executor.shutdown(wait=True)
+        for lane, executor in self._lanes.items():
+            await self._run(self._close, lane=lane)
+            executor.shutdown(wait=True)
 
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+    async def _run(self, function: Callable[..., T], *args: Any, lane: str = WORK) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, function, *args)
+            return await loop.run_in_executor(self._lanes[lane], function, *args)
         except sqlite3.OperationalError as error:
             # Locked, busy, full or read-only: the data is fine, the disk or
             # another writer is not; the caller answers 503 and the CDP retries.
@@ -167,29 +180,38 @@ class SQLiteStore:
                 "file with `sqlite3 FILE 'PRAGMA integrity_check'`."
             ) from error
 
-    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._run(self._transaction, work)
+    async def _write(
+        self, work: Callable[[sqlite3.Connection], T], lane: str = WORK
+    ) -> T:
+        return await self._run(self._transaction, work, lane=lane)
 
-    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._run(lambda: work(self._db()))
+    async def _read(
+        self, work: Callable[[sqlite3.Connection], T], lane: str = WORK
+    ) -> T:
+        return await self._run(lambda: work(self._db()), lane=lane)
 
-    # The methods below run on the store's own thread.
+    # The methods below run on a lane's thread, with that thread's connection.
 
     def _db(self) -> sqlite3.Connection:
-        if self._connection is None:
-            raise StoreError("The store is not open; call open() first.")
-        return self._connection
+        connection: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if connection is None:
+            if not self._opened:
+                raise StoreError("The store is not open; call open() first.")
+            connection = self._connect()
+        return connection
 
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False
-        )
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None)
         connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = FULL")
         connection.execute("PRAGMA foreign_keys = ON")
-        self._connection = connection
+        self._local.db = connection
+        return connection
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connect()
         self._transaction(self._migrate)
         stored = self._transaction(self._stamp_mode)
         if stored != self.mode:
@@ -200,9 +222,10 @@ class SQLiteStore:
             )
 
     def _close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        connection = getattr(self._local, "db", None)
+        if connection is not None:
+            connection.close()
+            self._local.db = None
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -266,7 +289,7 @@ class SQLiteStore:
                 for event in events
             ]
 
-        return await self._write(work)
+        return await self._write(work, INGEST)
 
     async def claim_due(
         self, limit: int, lease_seconds: float, now: float
@@ -362,7 +385,7 @@ class SQLiteStore:
             sql = "SELECT COUNT(*) FROM outbox WHERE state = 'pending'"
             return int(db.execute(sql).fetchone()[0])
 
-        return await self._read(work)
+        return await self._read(work, INGEST)
 
     async def counts(self) -> dict[str, int]:
         def work(db: sqlite3.Connection) -> dict[str, int]:
@@ -535,7 +558,7 @@ class SQLiteStore:
                 found.update((str(m), str(n)) for m, n in rows)
             return found
 
-        return await self._read(work)
+        return await self._read(work, INGEST)
 
     async def export_events(self, after_id: int, limit: int) -> list[StoredEvent]:
         def work(db: sqlite3.Connection) -> list[StoredEvent]:
