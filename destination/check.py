@@ -68,7 +68,10 @@ def check_directory(
     """Check every file under ``directory`` and run the valid mappings' examples."""
     problems: list[MappingProblem] = []
     if not directory.is_dir():
-        message = "is not a directory of mapping files"
+        message = (
+            "is not a directory of mapping files; give the directory as PATH "
+            "or set DESTINATION_MAPPINGS"
+        )
         problems.append(MappingProblem(str(directory), None, None, None, message))
     mappings, found = inspect_mappings(directory)
     problems += found

@@ -114,8 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(handler=_worker)
     worker.add_argument("--database-url", help="store location (DATABASE_URL)")
-    worker.add_argument("--dry-run", action="store_true", default=None)
-    worker.add_argument("--migrate", action="store_true", default=None)
+    worker.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help="use the dry-run store: mark requests dry_run, never send them",
+    )
+    worker.add_argument(
+        "--migrate",
+        action="store_true",
+        default=None,
+        help="apply PostgreSQL migrations on start (DESTINATION_MIGRATE)",
+    )
 
     fake = commands.add_parser(
         "fake-courier", help="run a local stand-in for the notification API"
@@ -183,6 +193,7 @@ def _serve(args: argparse.Namespace) -> int:
         database_url=_redact_url(settings.database_url),
         mappings=len(mappings.mappings),
         source_id=settings.source_id,
+        courier_base_url=_redact_url(settings.courier_base_url),
         dry_run=settings.dry_run,
     )
     if settings.dry_run:
@@ -264,7 +275,7 @@ def _load_mappings(settings: Settings) -> MappingSet:
 
 
 def _redact_url(url: str) -> str:
-    """A database URL without its password, for logs."""
+    """A URL without its password, for logs."""
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")
     if not at:
@@ -286,4 +297,13 @@ def _fake_courier(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    sys.exit(run())
+    try:
+        code = run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`destination ... | head`): stop quietly, and
+        # point stdout at devnull so the interpreter's final flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(EXIT_FAILURE)
+    sys.exit(code)

@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from destination.capture import envelope
 from destination.courier import format_expiration
-from destination.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from destination.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, OutputExistsError
 from destination.idempotency import derive_idempotency_key, hash_body
 from destination.ingest import render_request
 from destination.mapping import EventRejectedError, MappingSet, load_mappings
@@ -124,18 +124,47 @@ async def retry_dead_letters(
     return results
 
 
+def add_store_arguments(parser: argparse.ArgumentParser, *, action: bool) -> None:
+    """``--database-url`` and ``--dry-run``, for the command and each action.
+
+    Either position works: an action's parser copies every attribute it has
+    over the command's, so on actions the defaults are suppressed and only a
+    flag actually given after the action is copied.
+    """
+    parser.add_argument(
+        "--database-url",
+        default=argparse.SUPPRESS if action else None,
+        help="store location (DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=argparse.SUPPRESS if action else False,
+        help="use the dry-run store",
+    )
+
+
+def make_action_parent() -> argparse.ArgumentParser:
+    """A parent parser that gives an action the store arguments."""
+    parent = argparse.ArgumentParser(add_help=False)
+    add_store_arguments(parent, action=True)
+    return parent
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "dead-letters", help="list, retry or purge dead letters"
     )
-    parser.add_argument("--database-url", help="store location (DATABASE_URL)")
-    parser.add_argument("--dry-run", action="store_true", help="use the dry-run store")
+    add_store_arguments(parser, action=False)
     actions = parser.add_subparsers(dest="action", required=True)
+    parent = make_action_parent()
 
-    listing = actions.add_parser("list", help="show dead letters")
+    listing = actions.add_parser("list", parents=[parent], help="show dead letters")
     listing.add_argument("--json", action="store_true", help="JSON lines output")
 
-    retry = actions.add_parser("retry", help="send dead letters again")
+    retry = actions.add_parser(
+        "retry", parents=[parent], help="send dead letters again"
+    )
     retry.add_argument("ids", nargs="*", type=int, help="dead letter ids")
     retry.add_argument("--all", action="store_true", help="every dead letter")
     retry.add_argument("--mappings", type=Path, help="mapping directory")
@@ -147,13 +176,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     retry.add_argument("--json", action="store_true")
 
     export = actions.add_parser(
-        "export", help="write the dead letters' events as JSON lines for replay"
+        "export",
+        parents=[parent],
+        help="write the dead letters' events as JSON lines for replay",
     )
     export.add_argument(
         "--output", type=Path, help="file to write (default: standard output)"
     )
 
-    purge = actions.add_parser("purge", help="give up on old dead letters")
+    purge = actions.add_parser(
+        "purge", parents=[parent], help="give up on old dead letters"
+    )
     purge.add_argument(
         "--older-than", required=True, help="age such as 30d, 12h, 90m or 3600s"
     )
@@ -294,7 +327,12 @@ def open_output(output: Path | None) -> Iterator[BinaryIO]:
         yield sys.stdout.buffer
         sys.stdout.flush()
         return
-    descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise OutputExistsError(
+            f"{output} exists; choose a new file, the export never overwrites"
+        ) from None
     with os.fdopen(descriptor, "wb") as handle:
         yield handle
 

@@ -299,13 +299,20 @@ class DeliveryWorker:
         fields: dict[str, object] = {
             "idempotency_key": item.idempotency_key,
             "attempts": item.attempts,
-            "status": outcome.report.status,
         }
+        if outcome.report.status is not None:  # none in a dry run or on a timeout
+            fields["status"] = outcome.report.status
         if outcome.next_attempt_at is not None:
             fields["delay"] = round(outcome.next_attempt_at - now, 3)
         if outcome.reason is not None:
             fields["reason"] = outcome.reason
-        log.info(event if held else "delivery.lease_lost", **fields)
+        if not held:
+            log.info("delivery.lease_lost", **fields)
+        elif outcome.kind == "dead_letter":
+            # An operator has to act on it (fix, then `dead-letters retry`).
+            log.warning(event, **fields)
+        else:
+            log.info(event, **fields)
 
 
 @contextlib.asynccontextmanager

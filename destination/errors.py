@@ -10,6 +10,7 @@ rule, the bad value and, when known, the fix::
     ├── EventRejectedError     a mapped event breaks the tracking plan or a bound
     │                          (these two live in directives.py and mapping.py)
     ├── SchemaSetupError       the JSON Schemas or their format checker are unusable
+    ├── OutputExistsError      an export's output file exists (it never overwrites)
     ├── StoreError             the store cannot be opened or written
     │   ├── StoreUnavailableError  busy, locked or full: the caller may retry later
     │   └── StoreModeError         a dry-run store used live, or the other way round
@@ -68,6 +69,10 @@ class MappingError(DestinationError, ValueError):
 
 class SchemaSetupError(DestinationError, RuntimeError):
     """The event schemas cannot be loaded or their formats are not checked."""
+
+
+class OutputExistsError(DestinationError, FileExistsError):
+    """An export was asked to write a file that exists; exports never overwrite."""
 
 
 class StoreError(DestinationError):

@@ -2,7 +2,7 @@
 
 ```yaml
 examples:
-  - name: CASES.md's E(m)
+  - name: an order from user-1
     event: {type: track, event: Order Completed, ...}   # or a JSON file path
     expect: {body: {...}, path: /send}                  # or {outcome: no_recipient}
 ```

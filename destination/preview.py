@@ -204,6 +204,15 @@ def run_preview(args: argparse.Namespace) -> int:
         role="tool", mappings_dir=args.mappings, source_id=args.source_id
     )
     validator = create_validator()
+    if not settings.mappings_dir.exists():
+        # The service starts without mappings; a preview that silently finds
+        # none would only say "unmapped" and hide the real mistake.
+        print(
+            f"destination: warning: mapping directory "
+            f"{_shown(settings.mappings_dir)!r} does not exist; pass --mappings DIR "
+            "or set DESTINATION_MAPPINGS",
+            file=sys.stderr,
+        )
     mappings = load_mappings(settings.mappings_dir)
     if args.mapping is not None:
         chosen = mappings.get(args.mapping)
@@ -234,3 +243,10 @@ def run_preview(args: argparse.Namespace) -> int:
     else:
         print(format_preview(previews))
     return EXIT_OK
+
+
+def _shown(directory: Path) -> str:
+    """A relative directory as ``./name``, so it reads as a path from here."""
+    if directory.is_absolute() or directory.parts[:1] == ("..",):
+        return str(directory)
+    return f"./{directory}"

@@ -14,7 +14,12 @@ import sys
 from pathlib import Path
 
 from destination.capture import envelope
-from destination.dead_letters import open_output, open_store
+from destination.dead_letters import (
+    add_store_arguments,
+    make_action_parent,
+    open_output,
+    open_store,
+)
 from destination.errors import EXIT_OK
 from destination.settings import Settings, load_settings, with_dry_run_database
 
@@ -23,10 +28,13 @@ PAGE = 1000
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("rejected", help="export rejected events")
-    parser.add_argument("--database-url", help="store location (DATABASE_URL)")
-    parser.add_argument("--dry-run", action="store_true", help="use the dry-run store")
+    add_store_arguments(parser, action=False)
     actions = parser.add_subparsers(dest="action", required=True)
-    export = actions.add_parser("export", help="write them as JSON lines for replay")
+    export = actions.add_parser(
+        "export",
+        parents=[make_action_parent()],
+        help="write them as JSON lines for replay",
+    )
     export.add_argument(
         "--output", type=Path, help="file to write (default: standard output)"
     )

@@ -181,6 +181,7 @@ def test_check_of_a_missing_directory_fails(
 
     assert code == EXIT_FAILURE
     assert "typo: is not a directory of mapping files" in out
+    assert "give the directory as PATH or set DESTINATION_MAPPINGS" in out
 
 
 def test_check_runs_examples_of_valid_mappings_beside_broken_ones(
@@ -410,6 +411,38 @@ def test_preview_one_mapping(
     assert chosen[0] == EXIT_OK
     assert "no mapping takes track events named 'Course Clicked'" in chosen[1]
     assert unknown[0] == EXIT_USAGE
+
+
+@pytest.mark.parametrize(
+    ("given", "warned"),
+    [
+        pytest.param([], True, id="default-missing"),
+        pytest.param(["--mappings", "typo"], True, id="flag-missing"),
+        pytest.param(["--mappings", str(EXAMPLE_MAPPINGS)], False, id="present"),
+    ],
+)
+def test_preview_warns_of_a_missing_mapping_directory(
+    given: list[str],
+    warned: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A mapping directory that does not exist is named on stderr, with the fix."""
+    monkeypatch.chdir(tmp_path)
+    fixture = str(EVENT_FIXTURES / "segment_spec_track_complete.json")
+    args = build_parser().parse_args(["preview", "--event", fixture, *given])
+
+    code = args.handler(args)
+
+    assert code == EXIT_OK
+    err = capsys.readouterr().err
+    missing = "typo" if given else "mappings"
+    warning = (
+        f"destination: warning: mapping directory './{missing}' does not exist; "
+        "pass --mappings DIR or set DESTINATION_MAPPINGS\n"
+    )
+    assert err == (warning if warned else "")
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -18,7 +19,13 @@ from destination.idempotency import derive_idempotency_key
 from destination.signature import sign
 from tests.conftest import COURIER_TOKEN, SECRET, compact, make_event, wait_for
 from tests.paths import REPO
-from tests.processes import free_port, start, stop, wait_until_healthy
+from tests.processes import (
+    DESTINATION,
+    free_port,
+    start,
+    stop,
+    wait_until_healthy,
+)
 
 
 def readme_demo_script() -> str:
@@ -95,7 +102,10 @@ def test_readme_demo(tmp_path: Path) -> None:
     assert json.loads(second.stdout)["duplicates"] == 1
     assert f"Idempotency-Key: {key}" in printed
     assert printed_after.count("POST /send") == 1
-    assert "Generated a shared secret" in service_log.read_text()
+    logged = service_log.read_text()
+    assert "Generated a shared secret" in logged
+    assert f'"courier_base_url": "http://127.0.0.1:{courier_port}"' in logged
+    assert "demo-token" not in logged
 
 
 async def test_sigkill_after_ack_loses_nothing(
@@ -164,6 +174,26 @@ async def _drain(port: int) -> None:
     await wait_for(
         lambda: 'destination_store{kind="outbox_pending"} 0' in metrics(), within=30
     )
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """`destination check --json | head`: no traceback when the reader is gone."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader closes before a byte is written
+
+    try:
+        finished = subprocess.run(
+            [*DESTINATION, "check", "examples/mappings", "--json"],
+            cwd=REPO,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+    assert (finished.returncode, finished.stderr) == (1, b"")
 
 
 def test_refuses_to_start_without_credentials(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from destination import cli
 from destination.dead_letters import parse_age
+from destination.errors import EXIT_FAILURE, EXIT_OK
 from destination.fake_courier import FakeCourier, Fault
 from destination.idempotency import derive_idempotency_key
 from destination.mapping import load_mappings
@@ -144,6 +146,56 @@ def test_usage_errors(settings: Any) -> None:
 
     assert bare.returncode == 2 and "--all" in bare.stderr
     assert bad_age.returncode == 2 and "soon" in bad_age.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["dead-letters", "--dry-run", "list"], id="before"),
+        pytest.param(["dead-letters", "list", "--dry-run"], id="after"),
+        pytest.param(
+            ["dead-letters", "purge", "--older-than", "1d", "--dry-run"],
+            id="purge-after",
+        ),
+        pytest.param(["rejected", "export", "--dry-run"], id="rejected-after"),
+    ],
+)
+def test_store_flags_work_before_or_after_the_action(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--dry-run and --database-url are taken on either side of the action."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    where = ["--database-url", url]
+
+    dry = cli.run([*argv[:2], *where, *argv[2:]])
+    live = cli.run(["dead-letters", "list", *where])
+
+    assert dry == EXIT_OK
+    assert live == EXIT_FAILURE  # the flags reached the store: it is a dry-run one
+    assert "written by a dry-run service" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["dead-letters", "rejected"])
+def test_export_never_overwrites(command: str, tmp_path: Path) -> None:
+    """An existing --output file is a one-line error (exit 1), left as it was."""
+    output = tmp_path / "exported.jsonl"
+    output.write_text("kept\n")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    argv = [command, "export", "--output", str(output), "--database-url", url]
+
+    exported = subprocess.run(
+        [sys.executable, "-m", "destination", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert exported.returncode == EXIT_FAILURE
+    assert exported.stderr == (
+        f"destination: {output} exists; choose a new file, the export never "
+        "overwrites\n"
+    )
+    assert output.read_text() == "kept\n"
 
 
 @pytest.mark.parametrize(

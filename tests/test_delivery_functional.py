@@ -7,6 +7,7 @@ import sqlite3
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from destination.errors import StoreModeError
 from destination.fake_courier import FakeCourier, Fault
@@ -171,6 +172,40 @@ async def test_dry_run_sends_nothing(make_service: Any, fake: FakeCourier) -> No
     await wait_for(lambda: _count(client, "pairs_dry_run", 2))
 
     assert fake.received == []
+
+
+async def test_delivery_logs_carry_a_status_only_when_there_is_one(
+    make_service: Any,
+) -> None:
+    """A dry run's delivery.succeeded has no status key rather than a null one."""
+    client = await make_service(dry_run=True)
+
+    with capture_logs() as logs:
+        await ingest(client, make_event("m-dry-log"))
+        await wait_for(lambda: _logged(logs, "delivery.succeeded"))
+
+    [entry] = [e for e in logs if e["event"] == "delivery.succeeded"]
+    assert entry["log_level"] == "info"
+    assert "status" not in entry
+
+
+async def test_a_dead_letter_is_logged_as_a_warning(
+    make_service: Any, fake: FakeCourier
+) -> None:
+    """delivery.dead_lettered needs an operator, so it is a warning, with status."""
+    fake.faults.append(Fault("status", status=400, body='{"message":"bad"}'))
+    client = await make_service()
+
+    with capture_logs() as logs:
+        await ingest(client, make_event("m-dead-log"))
+        await wait_for(lambda: _logged(logs, "delivery.dead_lettered"))
+
+    [entry] = [e for e in logs if e["event"] == "delivery.dead_lettered"]
+    assert (entry["log_level"], entry["status"]) == ("warning", 400)
+
+
+def _logged(logs: list[dict[str, Any]], event: str) -> bool:
+    return any(entry["event"] == event for entry in logs)
 
 
 async def test_dry_run_refuses_a_live_store(make_service: Any) -> None:
