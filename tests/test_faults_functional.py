@@ -8,6 +8,8 @@ under its key, and no key ever carried two bodies.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 import signal
 from collections import Counter
@@ -32,7 +34,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.paths import REPO
-from tests.processes import free_port, start, stop
+from tests.processes import DESTINATION, free_port, start, stop
 
 EVENTS = 1000
 BATCH = 50
@@ -183,10 +185,12 @@ async def test_sigkill_at_random_moments(
                 await _healthy(session, ports[victim])
             await poster
             expected = {
-                derive_idempotency_key("default", m, "order-confirmation")
+                derive_idempotency_key("default", m, mapping)
                 for m in acknowledged
+                for mapping in _mappings_of(_kill_event(m))
             }
             await wait_for(lambda: expected <= set(fake.executed_keys()), within=60)
+            dead = await _dead_letters_settled(envs[0], len(acknowledged) // 50)
         finally:
             poster.cancel()
             for service in services:
@@ -197,6 +201,7 @@ async def test_sigkill_at_random_moments(
         f"sigkill-{backend}",
         processes=processes,
         acknowledged=len(acknowledged),
+        dead_letters=len(dead),
         kills=kills,
         requests=len(fake.received),
         executed=len(executed),
@@ -204,9 +209,31 @@ async def test_sigkill_at_random_moments(
     )
     assert kills >= 5
     assert len(acknowledged) == 400
+    assert {letter["mapping"] for letter in dead} == {"order-audit-copy"}
+    assert all("same 500 answer" in letter["reason"] for letter in dead)
     assert set(executed) == expected
     assert max(executed.values()) == 1
     assert no_key_with_two_bodies(fake)
+
+
+async def _dead_letters_settled(env: dict[str, str], count: int) -> list[Any]:
+    """The dead letters, as an operator lists them, once all ``count`` are in."""
+    found: list[Any] = []
+
+    async def listed() -> bool:
+        command = [*DESTINATION, "dead-letters", "list", "--json"]
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            env={**os.environ, "DATABASE_URL": env["DATABASE_URL"]},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await process.communicate()
+        found[:] = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return len(found) >= count
+
+    await wait_for(listed, within=60)
+    return found
 
 
 def _start_service(tmp_path: Path, env: dict[str, str]) -> Any:
@@ -254,7 +281,7 @@ async def _stream(
     turn = 0
     for start_at in range(0, total, 5):
         ids = [f"m-kill-{i:04d}" for i in range(start_at, start_at + 5)]
-        body = compact([make_event(message_id) for message_id in ids])
+        body = compact([_kill_event(message_id) for message_id in ids])
         while True:
             port = ports[turn % len(ports)]
             turn += 1
@@ -271,6 +298,13 @@ async def _stream(
                 pass
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.01)
+
+
+def _kill_event(message_id: str) -> dict[str, Any]:
+    """Every 50th event fans out to the audit mappings, one of whose sends fails."""
+    if int(message_id.rsplit("-", 1)[1]) % 50 == 0:
+        return make_event(message_id, event="Order Audited")
+    return make_event(message_id)
 
 
 def test_load_mappings_for_faults() -> None:
