@@ -38,6 +38,17 @@ async def post(client: Any, body: bytes, headers: dict[str, str] | None = None) 
     return response.status, await response.json()
 
 
+async def raw_status_line(client: Any, request: bytes) -> bytes:
+    """Send raw bytes on a new connection; return the response's status line."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(request)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.readline(), timeout=10)
+    finally:
+        writer.close()
+
+
 async def delivered(client: Any) -> int:
     counts = await store_of(client).counts()
     return int(counts.get("pairs_delivered", 0))
@@ -552,15 +563,11 @@ async def test_lying_content_length_is_refused_before_reading(
 ) -> None:
     """S4: a Content-Length far over the limit gets 413 before any byte is read."""
     client = await make_service()
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    writer.write(
+    status_line = await raw_status_line(
+        client,
         b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 999999999\r\n\r\n0123456789"
+        b"Content-Length: 999999999\r\n\r\n0123456789",
     )
-    await writer.drain()
-
-    status_line = await asyncio.wait_for(reader.readline(), timeout=10)
-    writer.close()
 
     assert status_line.startswith(b"HTTP/1.1 413")
 
@@ -568,15 +575,11 @@ async def test_lying_content_length_is_refused_before_reading(
 async def test_slow_body_gets_408(make_service: Any) -> None:
     """A body that stops arriving is answered 408 at the read deadline, never 5xx."""
     client = await make_service(read_timeout=0.3)
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    writer.write(
+    status_line = await raw_status_line(
+        client,
         b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b'Content-Length: 100\r\n\r\n{"type"'
+        b'Content-Length: 100\r\n\r\n{"type"',
     )
-    await writer.drain()
-
-    status_line = await asyncio.wait_for(reader.readline(), timeout=10)
-    writer.close()
 
     assert status_line.startswith(b"HTTP/1.1 408")
 
@@ -879,15 +882,11 @@ async def test_too_many_events_is_a_413(make_service: Any) -> None:
 async def test_undecodable_authorization_is_a_401(make_service: Any) -> None:
     """A token with bytes that are not UTF-8 is a wrong token, not a crash."""
     client = await make_service(shared_secrets=(), token="tok")
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    writer.write(
+    status_line = await raw_status_line(
+        client,
         b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Authorization: Bearer t\xe9k\r\nContent-Length: 2\r\n\r\n{}"
+        b"Authorization: Bearer t\xe9k\r\nContent-Length: 2\r\n\r\n{}",
     )
-    await writer.drain()
-
-    status_line = await asyncio.wait_for(reader.readline(), timeout=10)
-    writer.close()
 
     assert status_line.startswith(b"HTTP/1.1 401")
 
@@ -915,15 +914,11 @@ async def test_every_refusal_is_json(
 async def test_expect_continue_is_judged_on_headers_first(make_service: Any) -> None:
     """With Expect: 100-continue, an oversized body is refused before it is sent."""
     client = await make_service()
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    writer.write(
+    status_line = await raw_status_line(
+        client,
         b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Expect: 100-continue\r\nContent-Length: 99999999\r\n\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 99999999\r\n\r\n",
     )
-    await writer.drain()
-
-    status_line = await asyncio.wait_for(reader.readline(), timeout=10)
-    writer.close()
 
     assert status_line.startswith(b"HTTP/1.1 413")
 
