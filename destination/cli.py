@@ -207,6 +207,7 @@ def _serve(args: argparse.Namespace) -> int:
             settings.host,
             settings.port,
             shutdown_timeout=settings.shutdown_timeout,
+            idle_timeout=settings.read_timeout,
         )
     )
     log.info("service.stopped")

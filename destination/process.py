@@ -36,10 +36,24 @@ async def wait_for_stop_signal() -> None:
 
 
 async def serve_app(
-    app: web.Application, host: str, port: int, *, shutdown_timeout: float
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout: float,
+    idle_timeout: float = 75.0,
 ) -> None:
-    """Serve ``app`` until a stop signal, then finish requests and clean up."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    """Serve ``app`` until a stop signal, then finish requests and clean up.
+
+    ``idle_timeout`` closes a connection that sends nothing, or its headers
+    too slowly, for that long (aiohttp's keep-alive timeout).
+    """
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=idle_timeout,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, shutdown_timeout=shutdown_timeout)

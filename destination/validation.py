@@ -38,7 +38,8 @@ _DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 _TIME_FIELDS = ("timestamp", "originalTimestamp", "receivedAt")
 _ID_FIELDS = frozenset({"messageId", "userId", "anonymousId", "groupId", "previousId"})
 _EXAMPLE_TIME = "2024-05-01T12:00:00Z"
-_NON_SPACE = r"\S"
+# A character that shows: not white space, not a zero-width one.
+_NON_SPACE = "[^\\s\\u200b-\\u200d\\u2060\\ufeff]"
 _NO_CONTROL = "^[^\\u0000-\\u001f\\u007f]*$"
 _SHORTHAND_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

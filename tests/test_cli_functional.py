@@ -278,3 +278,35 @@ async def test_sigterm_finishes_sends_in_flight(
     assert len(fake.executed) == 5
     assert len(fake.received) == 5, "a finished send was sent again after restart"
     assert "delivery.stopped" in log.read_text()
+
+
+async def test_slow_headers_are_cut_at_the_read_timeout(tmp_path: Path) -> None:
+    """A connection trickling its headers is closed after DESTINATION_READ_TIMEOUT."""
+    import asyncio
+
+    port = free_port()
+    env = {
+        "DESTINATION_SHARED_SECRET": SECRET,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'slow.db'}",
+        "DESTINATION_READ_TIMEOUT": "1",
+        "PORT": str(port),
+    }
+    service = start(
+        ["serve", "--dry-run", "--host", "127.0.0.1"],
+        cwd=tmp_path,
+        env=env,
+        log=tmp_path / "service.log",
+    )
+    try:
+        wait_until_healthy(port, service)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")
+        await writer.drain()
+
+        closed = await asyncio.wait_for(reader.read(), timeout=20)
+        writer.close()
+    finally:
+        stop(service)
+
+    assert service.returncode == 0
+    assert b"HTTP/1.1 2" not in closed

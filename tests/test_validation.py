@@ -870,3 +870,12 @@ def test_ids_refuse_control_characters(validator: EventValidator, field: str) ->
 
     assert error.path == f"$.{field}"
     assert "control characters" in error.message
+
+
+@pytest.mark.parametrize("blank", ["\u200b", "\ufeff", " \u2060 "])
+def test_zero_width_ids_are_blank(validator: EventValidator, blank: str) -> None:
+    """An id of only zero-width characters shows nothing, so it is blank."""
+    [error] = validator.validate(make_event(messageId=blank))
+
+    assert error.path == "$.messageId"
+    assert "non-space character" in error.message
