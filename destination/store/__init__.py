@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from destination.errors import SettingsError
@@ -247,6 +247,32 @@ class Store(Protocol):
     async def get_meta(self, key: str) -> str | None: ...
 
     async def set_meta(self, key: str, value: str) -> None: ...
+
+
+def outbox_item(row: Sequence[Any], token: str) -> OutboxItem:
+    """A claimed row, from the columns every backend's claim returns, in order:
+    id, pair_id, idempotency_key, key_expires_at, path, body, attempts,
+    created_at, last_error_hash, same_error_count."""
+    return OutboxItem(
+        id=row[0],
+        pair_id=row[1],
+        idempotency_key=row[2],
+        key_expires_at=row[3],
+        path=row[4],
+        body=row[5],
+        attempts=row[6],
+        created_at=row[7],
+        lease_token=token,
+        last_error_hash=row[8],
+        same_error_count=row[9],
+    )
+
+
+def event_status(new_pairs: int, conflicts: Sequence[Conflict]) -> EventStatus:
+    """An event with any new pair is accepted; else a conflict or a duplicate."""
+    if new_pairs:
+        return "accepted"
+    return "conflict" if conflicts else "duplicate"
 
 
 def create_store(

@@ -26,7 +26,6 @@ from destination.store import (
     Conflict,
     DeadLetter,
     EventOutcome,
-    EventStatus,
     IncomingEvent,
     OutboxItem,
     PurgeCounts,
@@ -36,6 +35,8 @@ from destination.store import (
     StoredEvent,
     StoredRejection,
     StoreMode,
+    event_status,
+    outbox_item,
 )
 from destination.store.postgres_schema import (
     CLOSE_TIMEOUT,
@@ -197,7 +198,7 @@ class PostgresStore:
                 now,
                 limit,
             )
-        return [_outbox_item(row, token) for row in rows]
+        return [outbox_item(row, token) for row in rows]
 
     async def record_attempt(
         self, item: OutboxItem, outcome: AttemptOutcome, now: float
@@ -490,22 +491,6 @@ def _row_count(status: str) -> int:
     return int(status.rpartition(" ")[2])
 
 
-def _outbox_item(row: Sequence[Any], token: str) -> OutboxItem:
-    return OutboxItem(
-        id=row[0],
-        pair_id=row[1],
-        idempotency_key=row[2],
-        key_expires_at=row[3],
-        path=row[4],
-        body=row[5],
-        attempts=row[6],
-        created_at=row[7],
-        lease_token=token,
-        last_error_hash=row[8],
-        same_error_count=row[9],
-    )
-
-
 async def _store_event(
     db: Any,
     source_id: str,
@@ -566,7 +551,7 @@ async def _store_event(
         enqueued += 1
 
     return EventOutcome(
-        status=_event_status(enqueued + no_recipient, conflicts),
+        status=event_status(enqueued + no_recipient, conflicts),
         enqueued=enqueued,
         no_recipient=no_recipient,
         conflicts=tuple(conflicts),
@@ -615,9 +600,3 @@ async def _stored_hash(db: Any, source_id: str, message_id: str, mapping: str) -
             "stored again; retry the request."
         )
     return str(stored)
-
-
-def _event_status(new_pairs: int, conflicts: list[Conflict]) -> EventStatus:
-    if new_pairs:
-        return "accepted"
-    return "conflict" if conflicts else "duplicate"

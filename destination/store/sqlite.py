@@ -32,7 +32,6 @@ from destination.store import (
     Conflict,
     DeadLetter,
     EventOutcome,
-    EventStatus,
     IncomingEvent,
     OutboxItem,
     PurgeCounts,
@@ -42,6 +41,8 @@ from destination.store import (
     StoredEvent,
     StoredRejection,
     StoreMode,
+    event_status,
+    outbox_item,
 )
 
 T = TypeVar("T")
@@ -313,7 +314,7 @@ class SQLiteStore:
                 """,
                 (token, now + lease_seconds, now, now, limit),
             ).fetchall()
-            return [_outbox_item(row, token) for row in rows]
+            return [outbox_item(row, token) for row in rows]
 
         return await self._write(work)
 
@@ -606,22 +607,6 @@ class SQLiteStore:
         await self._write(work)
 
 
-def _outbox_item(row: Sequence[Any], token: str) -> OutboxItem:
-    return OutboxItem(
-        id=row[0],
-        pair_id=row[1],
-        idempotency_key=row[2],
-        key_expires_at=row[3],
-        path=row[4],
-        body=row[5],
-        attempts=row[6],
-        created_at=row[7],
-        lease_token=token,
-        last_error_hash=row[8],
-        same_error_count=row[9],
-    )
-
-
 def _store_event(
     db: sqlite3.Connection,
     source_id: str,
@@ -687,7 +672,7 @@ def _store_event(
         enqueued += 1
 
     return EventOutcome(
-        status=_event_status(enqueued + no_recipient, conflicts),
+        status=event_status(enqueued + no_recipient, conflicts),
         enqueued=enqueued,
         no_recipient=no_recipient,
         conflicts=tuple(conflicts),
@@ -724,9 +709,3 @@ def _stored_hash(
         (source_id, message_id, mapping),
     ).fetchone()
     return str(row[0])
-
-
-def _event_status(new_pairs: int, conflicts: list[Conflict]) -> EventStatus:
-    if new_pairs:
-        return "accepted"
-    return "conflict" if conflicts else "duplicate"
