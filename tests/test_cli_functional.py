@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestServer
 
 from destination.fake_courier import FakeCourier
@@ -26,6 +27,19 @@ from tests.processes import (
     stop,
     wait_until_healthy,
 )
+
+
+def service_env(database: Path, courier: TestServer, port: int) -> dict[str, str]:
+    """A service on ``port`` that sends to the fake API, with fast polling."""
+    return {
+        "DATABASE_URL": f"sqlite:///{database}",
+        "DESTINATION_SHARED_SECRET": SECRET,
+        "COURIER_BASE_URL": str(courier.make_url("")).rstrip("/"),
+        "COURIER_AUTH_TOKEN": COURIER_TOKEN,
+        "DESTINATION_MAPPINGS": str(REPO / "tests" / "data" / "mappings"),
+        "DESTINATION_POLL_INTERVAL": "0.05",
+        "PORT": str(port),
+    }
 
 
 def readme_demo_script() -> str:
@@ -115,17 +129,11 @@ async def test_sigkill_after_ack_loses_nothing(
     fake.hold()
     port = free_port()
     env = {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'crash.db'}",
-        "DESTINATION_SHARED_SECRET": SECRET,
-        "COURIER_BASE_URL": str(courier_server.make_url("")).rstrip("/"),
-        "COURIER_AUTH_TOKEN": COURIER_TOKEN,
-        "DESTINATION_MAPPINGS": str(REPO / "tests" / "data" / "mappings"),
-        "DESTINATION_POLL_INTERVAL": "0.1",
+        **service_env(tmp_path / "crash.db", courier_server, port),
         "DESTINATION_LEASE_SECONDS": "2",
         "DESTINATION_SEND_TIMEOUT": "1",
         "DESTINATION_RETRY_BASE": "0.05",
         "DESTINATION_RETRY_CAP": "0.2",
-        "PORT": str(port),
     }
     log = tmp_path / "service.log"
     events = [make_event(f"m-crash-{i}") for i in range(20)]
@@ -196,34 +204,39 @@ def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
     assert (finished.returncode, finished.stderr) == (1, b"")
 
 
-def test_refuses_to_start_without_credentials(tmp_path: Path) -> None:
-    """No secret, no token, no --allow-unsigned: start-up stops and says why."""
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        pytest.param(
+            {
+                "COURIER_AUTH_TOKEN": "x",
+                "DESTINATION_SHARED_SECRET": "",
+                "DESTINATION_TOKEN": "",
+            },
+            "DESTINATION_SHARED_SECRET or DESTINATION_TOKEN",
+            id="no-credentials",
+        ),
+        pytest.param(
+            {
+                "PORT": "eighty",
+                "DESTINATION_SHARED_SECRET": "s",
+                "COURIER_AUTH_TOKEN": "x",
+            },
+            "PORT",
+            id="bad-port",
+        ),
+    ],
+)
+def test_refuses_to_start_on_bad_settings(
+    tmp_path: Path, env: dict[str, str], named: str
+) -> None:
+    """No credentials or a bad value: start-up stops with exit 2, naming it."""
     log = tmp_path / "out.log"
-    env = {
-        "COURIER_AUTH_TOKEN": "x",
-        "DESTINATION_SHARED_SECRET": "",
-        "DESTINATION_TOKEN": "",
-    }
 
     code = start(["serve"], cwd=tmp_path, env=env, log=log).wait(timeout=30)
 
     assert code == 2
-    assert "DESTINATION_SHARED_SECRET or DESTINATION_TOKEN" in log.read_text()
-
-
-def test_refuses_a_bad_setting(tmp_path: Path) -> None:
-    """A bad value names the setting."""
-    log = tmp_path / "out.log"
-    env = {
-        "PORT": "eighty",
-        "DESTINATION_SHARED_SECRET": "s",
-        "COURIER_AUTH_TOKEN": "x",
-    }
-
-    code = start(["serve"], cwd=tmp_path, env=env, log=log).wait(timeout=30)
-
-    assert code == 2
-    assert "PORT" in log.read_text()
+    assert named in log.read_text()
 
 
 def test_refuses_broken_mappings(tmp_path: Path) -> None:
@@ -250,15 +263,7 @@ async def test_sigterm_finishes_sends_in_flight(
 
     fake.faults.extend(Fault("delay", seconds=0.5) for _ in range(5))
     port = free_port()
-    env = {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'term.db'}",
-        "DESTINATION_SHARED_SECRET": SECRET,
-        "COURIER_BASE_URL": str(courier_server.make_url("")).rstrip("/"),
-        "COURIER_AUTH_TOKEN": COURIER_TOKEN,
-        "DESTINATION_MAPPINGS": str(REPO / "tests" / "data" / "mappings"),
-        "DESTINATION_POLL_INTERVAL": "0.05",
-        "PORT": str(port),
-    }
+    env = service_env(tmp_path / "term.db", courier_server, port)
     log = tmp_path / "service.log"
     service = start(["serve", "--host", "127.0.0.1"], cwd=tmp_path, env=env, log=log)
     wait_until_healthy(port, service)
