@@ -88,17 +88,14 @@ async def handle_webhook(request: web.Request) -> web.Response:
     check_headers(request, limits)
     raw = await read_body(request, limits)
     scheme = authenticate(raw, request.headers, runtime.auth)
+
     parsed = parse_body(raw)
-    if len(parsed.events) > settings.max_events:
-        raise RequestError(
-            413,
-            f"The request holds {len(parsed.events)} events, over the limit of "
-            f"{settings.max_events} (DESTINATION_MAX_EVENTS); send smaller batches.",
-            code="too_many_events",
-        )
+    _check_event_count(len(parsed.events), settings.max_events)
+
     now = time.time()
     plan = await _plan(runtime, parsed.events, now)
     stored = [entry for entry in plan if entry.incoming is not None]
+
     if stored:
         await _check_backpressure(runtime, stored)
     outcomes = await _store(runtime, stored, _rejections(plan, parsed.events), now)
@@ -121,6 +118,16 @@ async def handle_webhook(request: web.Request) -> web.Response:
             400, "The request holds no events; send at least one.", code="no_events"
         )
     return web.json_response(summary.as_json())
+
+
+def _check_event_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise RequestError(
+            413,
+            f"The request holds {count} events, over the limit of {limit} "
+            "(DESTINATION_MAX_EVENTS); send smaller batches.",
+            code="too_many_events",
+        )
 
 
 async def _plan(runtime: Runtime, events: list[Any], now: float) -> list[PlannedEvent]:
